@@ -1,0 +1,11 @@
+// The calibq subcommands. Each adds itself to the CLI11 app; its callback runs the
+// command and throws calibq::Error (or another std::exception) on failure.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace calibq::cli {
+
+void add_inspect_command(CLI::App& app);
+
+}  // namespace calibq::cli
