@@ -1,0 +1,190 @@
+#include "core/kv/kv_cache.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <sstream>
+
+#include "core/util/error.h"
+#include "core/util/shape.h"
+
+namespace calibq {
+
+const char* segment_name(Segment s) {
+  switch (s) {
+    case Segment::System: return "system";
+    case Segment::Visual: return "visual";
+    case Segment::Text: return "text";
+  }
+  return "?";
+}
+
+std::string SegmentSet::to_string() const {
+  if (on[0] && on[1] && on[2]) return "all";
+  std::vector<std::string> names;
+  for (Segment s : {Segment::System, Segment::Visual, Segment::Text})
+    if (contains(s)) names.push_back(segment_name(s));
+  return names.empty() ? "none" : fmt::format("{}", fmt::join(names, ","));
+}
+
+SegmentSet SegmentSet::parse(const std::string& text, const std::string& where) {
+  SegmentSet set;
+  set.on = {false, false, false};
+  if (text == "all") {
+    set.on = {true, true, true};
+    return set;
+  }
+  if (text == "none") return set;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item == "system") set.on[0] = true;
+    else if (item == "visual") set.on[1] = true;
+    else if (item == "text") set.on[2] = true;
+    else
+      fail("{}segment '{}' is not one of system, visual, text (or all, none)", where.empty() ? "" : where + ": ", item);
+  }
+  return set;
+}
+
+LayerKVCache::LayerKVCache(KVCacheConfig config) : config_(std::move(config)) {
+  const bool kd = config_.key && config_.key->name() == "token_drop";
+  const bool vd = config_.value && config_.value->name() == "token_drop";
+  if (kd != vd || (kd && config_.key->options().values() != config_.value->options().values()))
+    fail("token_drop drops tokens from keys and values together: give it to both, with the same options "
+         "(keys: {}, values: {})",
+         config_.key ? config_.key->label() : "none", config_.value ? config_.value->label() : "none");
+}
+
+void LayerKVCache::prefill(const at::Tensor& k, const at::Tensor& v, int64_t system_len, int64_t visual_len,
+                           const at::Tensor& visual_importance) {
+  check_kv_tensor(k, "KV cache prefill (keys)");
+  check_kv_tensor(v, "KV cache prefill (values)");
+  if (k.sizes() != v.sizes())
+    fail("KV cache prefill: keys {} and values {} differ in shape", shape_str(k.sizes()),
+         shape_str(v.sizes()));
+  const int64_t n = k.size(2);
+  if (system_len < 0 || visual_len < 0 || system_len + visual_len > n)
+    fail("KV cache prefill: system ({}) + visual ({}) tokens exceed the {} tokens given", system_len, visual_len, n);
+  blocks_.clear();
+  batch_ = k.size(0);
+  kv_heads_ = k.size(1);
+  head_dim_ = k.size(3);
+  length_ = n;
+  const std::array<std::pair<Segment, int64_t>, 3> parts = {
+      std::pair{Segment::System, system_len}, {Segment::Visual, visual_len}, {Segment::Text, n - system_len - visual_len}};
+  int64_t begin = 0;
+  for (const auto& [segment, len] : parts) {
+    if (len == 0) continue;
+    Block b;
+    b.segment = segment;
+    b.begin = begin;
+    b.length = len;
+    at::Tensor ks = k.narrow(2, begin, len), vs = v.narrow(2, begin, len);
+    if (config_.quantized.contains(segment) && (config_.key || config_.value)) {
+      QuantContext ctx;
+      if (segment == Segment::Visual) ctx.importance = visual_importance;
+      // A role without a quantizer stays as it is, wrapped so that the block is uniform.
+      b.qk = config_.key ? config_.key->quantize(ks, ctx) : nullptr;
+      b.qv = config_.value ? config_.value->quantize(vs, ctx) : nullptr;
+      if (!b.qk) b.k = ks.contiguous();
+      if (!b.qv) b.v = vs.contiguous();
+    } else {
+      b.k = ks.contiguous();
+      b.v = vs.contiguous();
+    }
+    blocks_.push_back(std::move(b));
+    begin += len;
+  }
+}
+
+void LayerKVCache::append(const at::Tensor& k, const at::Tensor& v) {
+  check_kv_tensor(k, "KV cache append (keys)");
+  check_kv_tensor(v, "KV cache append (values)");
+  if (blocks_.empty()) fail("KV cache append: no prefill yet");
+  if (k.sizes() != v.sizes() || k.size(1) != kv_heads_ || k.size(3) != head_dim_)
+    fail("KV cache append: expected [B, {}, T, {}] keys and values, got {} and {}", kv_heads_, head_dim_,
+         shape_str(k.sizes()), shape_str(v.sizes()));
+  Block& last = blocks_.back();
+  if (last.segment == Segment::Text && !last.qk && !last.qv) {
+    last.k = at::cat({last.k, k.to(last.k.scalar_type())}, 2);
+    last.v = at::cat({last.v, v.to(last.v.scalar_type())}, 2);
+    last.length += k.size(2);
+  } else {
+    Block b;
+    b.segment = Segment::Text;
+    b.begin = length_;
+    b.length = k.size(2);
+    b.k = k.contiguous();
+    b.v = v.contiguous();
+    blocks_.push_back(std::move(b));
+  }
+  length_ += k.size(2);
+}
+
+std::vector<at::Tensor> LayerKVCache::block_scores(const at::Tensor& qf) const {
+  std::vector<at::Tensor> out;
+  for (const Block& b : blocks_) {
+    at::Tensor s = b.qk ? b.qk->scores(qf) : at::matmul(qf, b.k.to(at::kFloat).transpose(-1, -2));
+    out.push_back(s);
+  }
+  return out;
+}
+
+at::Tensor LayerKVCache::scores(const at::Tensor& q, double scale) const {
+  if (blocks_.empty()) fail("KV cache: attention before prefill");
+  if (q.dim() != 4 || q.size(3) != head_dim_)
+    fail("KV cache attention: expected queries [B, Hq, T, {}], got {}", head_dim_, shape_str(q.sizes()));
+  const int64_t hq = q.size(1), t = q.size(2);
+  at::Tensor qf = fold_query_heads(q.to(at::kFloat) * scale, kv_heads_);
+  std::vector<at::Tensor> parts = block_scores(qf);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    parts[i] = unfold_query_heads(parts[i], hq, t);
+    if (blocks_[i].segment == Segment::Visual && blocks_[i].qk) parts[i] = config_.key->calibrate_scores(parts[i]);
+  }
+  return at::cat(parts, -1);
+}
+
+at::Tensor LayerKVCache::attend(const at::Tensor& q, double scale, const at::Tensor& additive_mask) const {
+  at::Tensor s = scores(q, scale);
+  if (additive_mask.defined()) s = s + additive_mask.to(at::kFloat);
+  const int64_t hq = q.size(1), t = q.size(2);
+  at::Tensor p = fold_query_heads(at::softmax(s, -1), kv_heads_);  // [B, H, G*T, N]
+  at::Tensor out;
+  for (const Block& b : blocks_) {
+    at::Tensor pb = p.narrow(-1, b.begin, b.length);
+    at::Tensor o = b.qv ? b.qv->weighted_sum(pb) : at::matmul(pb, b.v.to(at::kFloat));
+    out = out.defined() ? out + o : o;
+  }
+  return unfold_query_heads(out, hq, t).to(q.scalar_type());
+}
+
+SegmentBytes LayerKVCache::bytes() const {
+  SegmentBytes out;
+  for (const Block& b : blocks_) {
+    int64_t n = (b.qk ? b.qk->nbytes() : static_cast<int64_t>(b.k.nbytes())) +
+                (b.qv ? b.qv->nbytes() : static_cast<int64_t>(b.v.nbytes()));
+    switch (b.segment) {
+      case Segment::System: out.system += n; break;
+      case Segment::Visual: out.visual += n; break;
+      case Segment::Text: out.text += n; break;
+    }
+  }
+  return out;
+}
+
+int64_t LayerKVCache::fp16_bytes() const { return 2 * 2 * batch_ * kv_heads_ * length_ * head_dim_; }
+
+at::Tensor LayerKVCache::keys() const {
+  std::vector<at::Tensor> parts;
+  for (const Block& b : blocks_) parts.push_back(b.qk ? b.qk->dequantize() : b.k);
+  return at::cat(parts, 2);
+}
+
+at::Tensor LayerKVCache::values() const {
+  std::vector<at::Tensor> parts;
+  for (const Block& b : blocks_) parts.push_back(b.qv ? b.qv->dequantize() : b.v);
+  return at::cat(parts, 2);
+}
+
+}  // namespace calibq

@@ -1,0 +1,95 @@
+// The per-layer KV cache with segments [system | visual | text].
+//
+// After prefill the chosen segments (default: visual only, as in the paper) are
+// quantized once by the key and value quantizers; decode steps append full-precision
+// text tokens. Attention runs one softmax over all segments: full-precision blocks by
+// plain matmuls, quantized ones through their QuantizedTensor (dequantize-then-attend,
+// or on the codes for post-scaled formats), with the key quantizer's calibration applied
+// to the visual scores. The cache knows no model family.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <array>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/quant/quantizer.h"
+
+namespace calibq {
+
+enum class Segment { System, Visual, Text };
+const char* segment_name(Segment s);
+
+// Which segments are quantized: parsed from "visual" (the default), "all", or a comma
+// list of system, visual, text.
+struct SegmentSet {
+  std::array<bool, 3> on{false, true, false};
+  bool contains(Segment s) const { return on[static_cast<size_t>(s)]; }
+  std::string to_string() const;
+  static SegmentSet parse(const std::string& text, const std::string& where = "");
+};
+
+struct KVCacheConfig {
+  std::shared_ptr<const KVQuantizer> key;    // null: no quantization
+  std::shared_ptr<const KVQuantizer> value;  // null: no quantization
+  SegmentSet quantized;
+};
+
+struct SegmentBytes {
+  int64_t system = 0, visual = 0, text = 0;
+  int64_t total() const { return system + visual + text; }
+};
+
+class LayerKVCache {
+ public:
+  // Checks the pairing of the quantizers (token_drop must drop the same tokens of K and V).
+  explicit LayerKVCache(KVCacheConfig config);
+
+  // k, v: [B, H, N, D] after prefill (keys after RoPE), N = system_len + visual_len + text.
+  // visual_importance: [B, H, visual_len], the prefill attention each visual token
+  // received (for token_drop select=attention); may be undefined.
+  void prefill(const at::Tensor& k, const at::Tensor& v, int64_t system_len, int64_t visual_len,
+               const at::Tensor& visual_importance = {});
+  // k, v: [B, H, T, D] of T new tokens, kept in full precision as text.
+  void append(const at::Tensor& k, const at::Tensor& v);
+
+  // q: [B, Hq, T, D] (Hq a multiple of H). Pre-softmax scores [B, Hq, T, length()],
+  // scaled by `scale` and with the visual calibration applied.
+  at::Tensor scores(const at::Tensor& q, double scale) const;
+  // softmax(scores + mask) · V as [B, Hq, T, D] in q's dtype. additive_mask broadcasts to
+  // [B, Hq, T, length()] (e.g. causal masking of several new tokens); may be undefined.
+  at::Tensor attend(const at::Tensor& q, double scale, const at::Tensor& additive_mask = {}) const;
+
+  int64_t length() const { return length_; }
+  int64_t batch() const { return batch_; }
+  int64_t kv_heads() const { return kv_heads_; }
+  // True bytes held, per segment: codes, scales, full-precision parts.
+  SegmentBytes bytes() const;
+  // What the cache would hold in fp16 without quantization.
+  int64_t fp16_bytes() const;
+  // Keys or values as attention sees them ([B, H, length(), D]; dropped tokens as zeros).
+  at::Tensor keys() const;
+  at::Tensor values() const;
+  const KVCacheConfig& config() const { return config_; }
+
+ private:
+  struct Block {
+    Segment segment;
+    int64_t begin = 0, length = 0;
+    at::Tensor k, v;                       // full precision (when not quantized)
+    std::unique_ptr<QuantizedTensor> qk, qv;
+  };
+  // Per block, [B, H, M, len] float32 scores for folded queries qf ([B, H, M, D], scaled).
+  std::vector<at::Tensor> block_scores(const at::Tensor& qf) const;
+
+  KVCacheConfig config_;
+  std::vector<Block> blocks_;
+  int64_t length_ = 0;
+  int64_t batch_ = 0;
+  int64_t kv_heads_ = 0;
+  int64_t head_dim_ = 0;
+};
+
+}  // namespace calibq
