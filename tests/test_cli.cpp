@@ -72,3 +72,71 @@ TEST(Cli, InspectOfACorruptFileIsOneErrorAndNoOutput) {
 
 }  // namespace
 }  // namespace calibq
+
+namespace calibq {
+namespace {
+
+TEST(Cli, ListQuantizersShowsEveryKeyWithOptions) {
+  auto r = test::run_calibq("list quantizers");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* name : {"calibquant", "uniform", "group", "quantile", "post_scaled", "kivi", "token_drop", "fp16"})
+    EXPECT_NE(r.out.find(std::string(name) + "\n"), std::string::npos) << name;
+  EXPECT_NE(r.out.find("calib_b     default -3"), std::string::npos) << r.out;
+}
+
+TEST(Cli, QuantizeWritesDequantizedAndUnpackedCodes) {
+  test::TempDir dir;
+  at::manual_seed(0);
+  at::Tensor x = at::randn({1, 2, 9, 4});
+  write_safetensors(dir.file("kv.safetensors"), {{"layer0.key", x}});
+  auto r = test::run_calibq("quantize --input " + dir.file("kv.safetensors") +
+                            " --tensor layer0.key --method group --bits 2 --axis token --out " + dir.file("q.safetensors"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto out = SafetensorsCheckpoint::open(dir.file("q.safetensors"));
+  at::Tensor deq = out.tensor("dequantized"), codes = out.tensor("codes");
+  EXPECT_EQ(deq.scalar_type(), at::kFloat);
+  EXPECT_EQ(codes.scalar_type(), at::kByte);
+  EXPECT_EQ(codes.sizes(), x.sizes());
+  // --axis token: each (batch, head, token) has its own range over its channels.
+  at::Tensor mn = x.amin(3, true), mx = x.amax(3, true);
+  at::Tensor s = (mx - mn) / 3;
+  EXPECT_TRUE(at::allclose(deq, s * (codes.to(at::kFloat) - (-mn / s)), 1e-5, 1e-5));
+  EXPECT_NE(out.metadata().at("quantizer").find("\"axis\":\"token\""), std::string::npos);
+
+  r = test::run_calibq("quantize --input " + dir.file("kv.safetensors") +
+                       " --tensor layer0.key --method group --bits 5 --out " + dir.file("bad.safetensors"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("option bits=5 is not allowed"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("bad.safetensors")));
+  r = test::run_calibq("quantize --input " + dir.file("kv.safetensors") +
+                       " --tensor nope --method group --out " + dir.file("bad.safetensors"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no tensor named 'nope'"), std::string::npos) << r.err;
+}
+
+TEST(Cli, KvErrorAndKvStatsWriteTheirFiles) {
+  test::TempDir dir;
+  auto r = test::run_calibq("kv-error --synthetic --visual-tokens 64 --methods 'calibquant;fp16' --bits 1,2 --out " +
+                            dir.path().string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(test::read_bytes(dir.file("kv_error.json")));
+  ASSERT_EQ(j["rows"].size(), 3u);
+  EXPECT_EQ(j["rows"][0]["keys"], "calibquant:bits=1");
+  EXPECT_EQ(j["rows"][2]["K rel err"], 0.0);
+  EXPECT_NE(test::read_bytes(dir.file("kv_error.md")).find("made by: "), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(dir.file("kv_error.tex")));
+
+  // A dump of two layers: [L, B, H, N, D].
+  at::Tensor k = at::randn({2, 1, 2, 12, 8}), v = at::randn({2, 1, 2, 12, 8});
+  write_safetensors(dir.file("dump.safetensors"), {{"keys", k}, {"values", v}});
+  r = test::run_calibq("kv-stats --input " + dir.file("dump.safetensors") + " --system 2 --visual 8 --out " + dir.file("stats"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string csv = test::read_bytes(dir.file("stats/kv_head_stats.csv"));
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 1 + 2 * 2 * 3 * 2);  // layers x kinds x segments x heads
+  r = test::run_calibq("kv-error --input " + dir.file("dump.safetensors") + " --system 2 --visual 20");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("exceed the 12 tokens"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace calibq

@@ -68,7 +68,8 @@ TEST(QuantizerOptions, SpecsFromTextAndYamlAgree) {
   EXPECT_EQ(a->describe(), b->describe());
   EXPECT_EQ(a->describe()["bits"], 2);
   EXPECT_EQ(a->describe()["clip"], 1.0);
-  EXPECT_EQ(a->label(), "group(axis=token,bits=2,clip=1,group_size=32)");
+  EXPECT_EQ(a->label(), "group:axis=token,bits=2,group_size=32");
+  EXPECT_EQ(make("calibquant")->label(), "calibquant:bits=1");
   expect_error([] { parse_quantizer_spec(YAML::Load("{bits: 2}"), "cfg.yaml:kv.key"); }, {"cfg.yaml:kv.key", "no 'method'"});
   expect_error([] { QuantizerRegistry::instance().make(parse_quantizer_spec(YAML::Load("{method: group, bits: 9}"), "cfg.yaml:kv.key"), KVRole::Key); },
                {"cfg.yaml:kv.key", "bits=9"});
@@ -157,6 +158,34 @@ TEST(EveryRangeQuantizer, ErrorShrinksWithBits) {
       EXPECT_LT(mse, previous) << spec;
       previous = mse;
     }
+  }
+}
+
+}  // namespace
+}  // namespace calibq
+
+namespace calibq {
+namespace {
+
+// The quantizers run on CUDA tensors too (bit-packing through the CUDA kernels) and give
+// what the CPU reference gives.
+TEST(QuantizersOnCuda, MatchTheCpuReference) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::Tensor x = kv_like({2, 3, 37, 16}, 9);
+  QuantContext ctx{at::rand({2, 3, 37})}, ctx_cuda{ctx.importance.cuda()};
+  for (const auto& c : registry_cases()) {
+    auto quantizer = make(c.spec, c.role);
+    auto cpu = quantizer->quantize(x, ctx);
+    auto gpu = quantizer->quantize(x.cuda(), ctx_cuda);
+    at::Tensor d_gpu = gpu->dequantize();
+    EXPECT_TRUE(d_gpu.is_cuda()) << c.spec;
+    EXPECT_TRUE(at::allclose(d_gpu.cpu(), cpu->dequantize(), 1e-5, 1e-5)) << c.spec;
+    EXPECT_EQ(gpu->nbytes(), cpu->nbytes()) << c.spec;
+    at::Tensor q = at::randn({2, 3, 4, 16});
+    at::Tensor s_gpu = gpu->scores(q.cuda()).cpu(), s_cpu = cpu->scores(q);
+    at::Tensor finite = at::isfinite(s_cpu);
+    EXPECT_TRUE(at::equal(finite, at::isfinite(s_gpu))) << c.spec;
+    EXPECT_LT(max_rel(s_gpu.masked_select(finite), s_cpu.masked_select(finite)), 1e-4) << c.spec;
   }
 }
 

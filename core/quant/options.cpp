@@ -83,6 +83,7 @@ QuantizerOptions QuantizerOptions::resolve(const std::string& quantizer, const s
       fail("{}quantizer '{}': option {}={} is not allowed ({} must be {})", prefix, quantizer, spec.name,
            value.empty() ? "''" : value, spec.name, spec.allowed_text());
     out.values_[spec.name] = value;
+    if (it != given.end()) out.given_.insert(spec.name);
     out.types_[spec.name] = spec.type;
   }
   return out;

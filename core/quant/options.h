@@ -8,6 +8,7 @@
 
 #include <limits>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -40,12 +41,15 @@ class QuantizerOptions {
   int64_t integer(const std::string& name) const;
   double number(const std::string& name) const;
   const std::map<std::string, std::string>& values() const { return values_; }
+  // Whether the user gave this option (rather than taking its default).
+  bool given(const std::string& name) const { return given_.count(name) != 0; }
   nlohmann::json to_json() const;  // numbers as numbers, words as strings
 
  private:
   std::string quantizer_;
   std::map<std::string, std::string> values_;
   std::map<std::string, OptionType> types_;
+  std::set<std::string> given_;
 };
 
 }  // namespace calibq

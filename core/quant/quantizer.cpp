@@ -31,8 +31,9 @@ nlohmann::json KVQuantizer::describe() const {
 
 std::string KVQuantizer::label() const {
   std::string opts;
-  for (const auto& [k, v] : options_.values()) opts += fmt::format("{}{}={}", opts.empty() ? "" : ",", k, v);
-  return opts.empty() ? name_ : fmt::format("{}({})", name_, opts);
+  for (const auto& [k, v] : options_.values())
+    if (k == "bits" || options_.given(k)) opts += fmt::format("{}{}={}", opts.empty() ? "" : ",", k, v);
+  return opts.empty() ? name_ : fmt::format("{}:{}", name_, opts);
 }
 
 void check_kv_tensor(const at::Tensor& x, const std::string& who) {

@@ -66,7 +66,8 @@ class KVQuantizer {
   const QuantizerOptions& options() const { return options_; }
   // {"method": name, options...}: what results record.
   nlohmann::json describe() const;
-  // "uniform(bits=2,clip=1)" for tables and logs.
+  // "group:bits=2,axis=token" for tables and logs: the name, bits, and the options the
+  // user gave (the rest are defaults, which describe() records in full).
   std::string label() const;
 
  private:

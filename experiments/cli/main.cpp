@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", [] { return calibq::version_text(); },
                        "Print the calibq and LibTorch versions and whether CUDA is on");
   calibq::cli::add_inspect_command(app);
+  calibq::cli::add_quant_commands(app, argc, argv);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {
