@@ -9,5 +9,7 @@ namespace calibq::cli {
 void add_inspect_command(CLI::App& app);
 // list quantizers, quantize, kv-error, kv-stats; argv is recorded in result files.
 void add_quant_commands(CLI::App& app, int argc, char** argv);
+// score caption / vqa / anls.
+void add_score_commands(CLI::App& app);
 
 }  // namespace calibq::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
                        "Print the calibq and LibTorch versions and whether CUDA is on");
   calibq::cli::add_inspect_command(app);
   calibq::cli::add_quant_commands(app, argc, argv);
+  calibq::cli::add_score_commands(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {
