@@ -126,7 +126,9 @@ TEST_P(EveryQuantizer, QuantizesAndAttendsConsistently) {
   EXPECT_LT(max_rel(s.masked_select(finite), s_ref.masked_select(finite)), 1e-5) << c.spec;
   at::Tensor p = at::softmax(s, -1);
   EXPECT_LT(max_rel(qt->weighted_sum(p), at::matmul(p, xh.to(at::kFloat))), 1e-5) << c.spec;
-  if (quantizer->name() != "token_drop") EXPECT_TRUE(finite.all().item<bool>());
+  if (quantizer->name() != "token_drop") {
+    EXPECT_TRUE(finite.all().item<bool>());
+  }
 
   at::Tensor codes = qt->codes();
   if (codes.defined()) {
