@@ -290,3 +290,66 @@ TEST(Cli, ScoreCommandsPrintOneJsonObject) {
 
 }  // namespace
 }  // namespace calibq
+
+#include "analysis/metrics/java_metrics.h"
+
+namespace calibq {
+namespace {
+
+TEST(JavaMetrics, AbsentWithoutJarOrJavaAndNeverANumber) {
+  CaptionRefs r = {{"1", {"a b"}}};
+  CaptionCands c = {{"1", "a b"}};
+  JavaMetricConfig cfg;
+  JavaMetricResult m = meteor_score(r, c, cfg);
+  EXPECT_FALSE(m.available);
+  EXPECT_EQ(m.reason, "METEOR: no jar given");
+  cfg.meteor_jar = "/nonexistent/meteor-1.5.jar";
+  EXPECT_EQ(meteor_score(r, c, cfg).reason, "METEOR: /nonexistent/meteor-1.5.jar does not exist");
+  cfg.meteor_jar = std::string(CALIBQ_TEST_DATA) + "/fake_java/meteor-1.5.jar";
+  cfg.java = "/nonexistent/java";
+  EXPECT_EQ(meteor_score(r, c, cfg).reason, "METEOR: '/nonexistent/java' does not run");
+  EXPECT_FALSE(spice_score(r, c, cfg).available);
+}
+
+TEST(JavaMetrics, DrivesTheJarsAsPycocoevalcapDoes) {
+  // The fake java checks the command line and protocol and answers with numbers derived
+  // from what it was sent (see tests/data/fake_java/java).
+  JavaMetricConfig cfg;
+  cfg.java = std::string(CALIBQ_TEST_DATA) + "/fake_java/java";
+  cfg.meteor_jar = std::string(CALIBQ_TEST_DATA) + "/fake_java/meteor-1.5.jar";
+  cfg.spice_jar = std::string(CALIBQ_TEST_DATA) + "/fake_java/spice-1.0.jar";
+  CaptionRefs r = {{"1", {"a b", "c d", "e"}}, {"2", {"x"}}};
+  CaptionCands c = {{"1", "a ||| b"}, {"2", "y"}};
+  JavaMetricResult m = meteor_score(r, c, cfg);
+  ASSERT_TRUE(m.available) << m.reason;
+  EXPECT_DOUBLE_EQ(m.per_image["1"], 0.3);  // 3 references
+  EXPECT_DOUBLE_EQ(m.per_image["2"], 0.1);
+  EXPECT_DOUBLE_EQ(m.score, 0.2);
+  JavaMetricResult s = spice_score(r, c, cfg);
+  ASSERT_TRUE(s.available) << s.reason;
+  EXPECT_DOUBLE_EQ(s.score, 0.25);
+  EXPECT_EQ(s.per_image.size(), 2u);
+}
+
+}  // namespace
+}  // namespace calibq
+
+namespace calibq {
+namespace {
+
+TEST(Cli, ScoreCaptionAddsMeteorAndSpiceWithTheirJars) {
+  test::TempDir dir;
+  test::write_bytes(dir.file("refs.json"), R"({"1": ["A dog.", "A puppy."], "2": ["A cat."]})");
+  test::write_bytes(dir.file("preds.json"), R"({"1": "A dog.", "2": "A cat."})");
+  const std::string fake = std::string(CALIBQ_TEST_DATA) + "/fake_java/";
+  auto r = test::run_calibq("score caption --refs " + dir.file("refs.json") + " --preds " + dir.file("preds.json") +
+                            " --java " + fake + "java --meteor-jar " + fake + "meteor-1.5.jar --spice-jar " + fake + "spice-1.0.jar");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_DOUBLE_EQ(j["METEOR"].get<double>(), 0.15);  // the fake's (2 + 1) / 10 / 2
+  EXPECT_DOUBLE_EQ(j["SPICE"].get<double>(), 0.25);
+  EXPECT_FALSE(j.contains("absent"));
+}
+
+}  // namespace
+}  // namespace calibq

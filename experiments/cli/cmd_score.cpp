@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "analysis/metrics/caption_metrics.h"
+#include "analysis/metrics/java_metrics.h"
 #include "analysis/metrics/ptb_tokenizer.h"
 #include "analysis/metrics/vqa_metrics.h"
 #include "core/util/error.h"
@@ -64,6 +65,7 @@ struct ScoreOptions {
   bool tokenized = false;
   double threshold = 0.5;
   bool per_item = false;
+  JavaMetricConfig java;
 };
 
 void score_caption(const ScoreOptions& o) {
@@ -76,9 +78,17 @@ void score_caption(const ScoreOptions& o) {
   for (const auto& [id, s] : preds) c[id] = o.tokenized ? s : coco_tokenize(s);
   CaptionScores s = score_captions(r, c);
   json out = {{"BLEU_1", s.bleu[0]}, {"BLEU_2", s.bleu[1]}, {"BLEU_3", s.bleu[2]}, {"BLEU_4", s.bleu[3]},
-              {"ROUGE_L", s.rouge_l}, {"CIDEr", s.cider}, {"images", s.images},
-              {"absent", {{"METEOR", "needs the official METEOR 1.5 jar and java; calibq does not run it yet"},
-                          {"SPICE", "needs the official SPICE 1.0 jar and java; calibq does not run it yet"}}}};
+              {"ROUGE_L", s.rouge_l}, {"CIDEr", s.cider}, {"images", s.images}};
+  json absent = json::object();
+  for (auto [name, result] : {std::pair{"METEOR", meteor_score(r, c, o.java)}, std::pair{"SPICE", spice_score(r, c, o.java)}}) {
+    if (!result.available) {
+      absent[name] = result.reason;
+      continue;
+    }
+    out[name] = result.score;
+    if (o.per_item) out[std::string(name) + "_per_image"] = result.per_image;
+  }
+  if (!absent.empty()) out["absent"] = absent;
   if (o.per_item) {
     out["CIDEr_per_image"] = cider_d_scores(r, c);
     out["ROUGE_L_per_image"] = rouge_l_scores(r, c);
@@ -112,6 +122,10 @@ void add_score_commands(CLI::App& app) {
   cap->add_option("--preds", c->preds, "candidates {\"id\": \"caption\"}")->required();
   cap->add_flag("--tokenized", c->tokenized, "inputs are already PTB-tokenized (skip calibq's tokenizer)");
   cap->add_flag("--per-item", c->per_item, "also print per-image CIDEr and ROUGE-L");
+  cap->add_option("--meteor-jar", c->java.meteor_jar, "the official meteor-1.5.jar: adds METEOR");
+  cap->add_option("--spice-jar", c->java.spice_jar, "the official spice-1.0.jar: adds SPICE");
+  cap->add_option("--spice-cache", c->java.spice_cache, "SPICE's parse cache folder");
+  cap->add_option("--java", c->java.java, "the java binary")->capture_default_str();
   cap->callback([c] { score_caption(*c); });
 
   auto v = std::make_shared<ScoreOptions>();
