@@ -8,6 +8,7 @@
 #include <random>
 #include <set>
 
+#include "core/io/json_file.h"
 #include "core/util/error.h"
 
 namespace calibq {
@@ -81,17 +82,6 @@ std::vector<size_t> subset_indices(size_t n, uint64_t seed, int64_t stride, int6
 
 namespace {
 
-json read_json(const std::string& path) {
-  if (path.empty()) fail("dataset: no annotation file given");
-  std::ifstream in(path);
-  if (!in) fail("{}: cannot open", path);
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
-  }
-}
-
 // A record's field as text: strings as they are, integers printed (ids are either).
 bool text_of(const json& j, const char* key, std::string& out) {
   if (!j.is_object() || !j.contains(key)) return false;
@@ -136,7 +126,7 @@ const json& array_field(const json& j, const char* key, const std::string& file)
 
 void load_coco_captions(Builder& b) {
   const std::string& file = b.spec.annotations;
-  json j = read_json(file);
+  json j = read_json_file(file);
   std::map<std::string, std::string> files;
   std::vector<std::string> order;
   const json& images = array_field(j, "images", file);
@@ -175,7 +165,7 @@ void load_coco_captions(Builder& b) {
 void load_karpathy(Builder& b) {
   const std::string& file = b.spec.annotations;
   const std::string split = b.spec.split.empty() ? "test" : b.spec.split;
-  json j = read_json(file);
+  json j = read_json_file(file);
   const json& images = array_field(j, "images", file);
   for (size_t i = 0; i < images.size(); ++i) {
     const json& im = images[i];
@@ -205,7 +195,7 @@ void load_vqav2(Builder& b) {
   const std::string& afile = b.spec.annotations;
   const std::string& qfile = b.spec.questions;
   if (qfile.empty()) fail("{}: VQAv2 needs its questions file too (questions:)", afile);
-  json q = read_json(qfile), a = read_json(afile);
+  json q = read_json_file(qfile), a = read_json_file(afile);
   std::map<std::string, std::vector<std::string>> answers;
   const json& anns = array_field(a, "annotations", afile);
   for (size_t i = 0; i < anns.size(); ++i) {
@@ -239,7 +229,7 @@ void load_vqav2(Builder& b) {
 
 void load_data_list(Builder& b, bool docvqa) {
   const std::string& file = b.spec.annotations;
-  json j = read_json(file);
+  json j = read_json_file(file);
   const json& data = array_field(j, "data", file);
   for (size_t i = 0; i < data.size(); ++i) {
     const json& r = data[i];

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/io/json_file.h"
 #include "core/util/error.h"
 
 namespace calibq {
@@ -407,15 +408,7 @@ ModelConfig parse_model_config(const json& config, const std::string& source) {
 ModelConfig load_model_config(const std::string& path) {
   namespace fs = std::filesystem;
   std::string file = fs::is_directory(path) ? (fs::path(path) / "config.json").string() : path;
-  std::ifstream in(file);
-  if (!in) fail("{}: cannot open", file);
-  json config;
-  try {
-    config = json::parse(in);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", file, e.what());
-  }
-  return parse_model_config(config, file);
+  return parse_model_config(read_json_file(file), file);
 }
 
 json to_json(const ModelConfig& m) {

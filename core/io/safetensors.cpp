@@ -8,6 +8,7 @@
 #include <set>
 
 #include "core/io/atomic_file.h"
+#include "core/io/json_file.h"
 #include "core/io/mapped_file.h"
 #include "core/util/error.h"
 
@@ -48,20 +49,6 @@ StDtype to_st_dtype(at::ScalarType type) {
            st_dtype_names());
   }
 }
-
-namespace {
-
-nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail("{}: cannot open", path);
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
-  }
-}
-
-}  // namespace
 
 SafetensorsCheckpoint SafetensorsCheckpoint::open(const std::string& path) {
   SafetensorsCheckpoint ck;

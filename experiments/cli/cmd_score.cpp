@@ -10,6 +10,7 @@
 #include "analysis/metrics/java_metrics.h"
 #include "analysis/metrics/ptb_tokenizer.h"
 #include "analysis/metrics/vqa_metrics.h"
+#include "core/io/json_file.h"
 #include "core/util/error.h"
 #include "experiments/cli/commands.h"
 
@@ -19,19 +20,9 @@ namespace {
 
 using json = nlohmann::json;
 
-json read_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail("{}: cannot open", path);
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
-  }
-}
-
 // {"id": ["a", "b"], ...}; a single string counts as a list of one.
 std::map<std::string, std::vector<std::string>> string_lists(const std::string& path) {
-  json j = read_json(path);
+  json j = read_json_file(path);
   if (!j.is_object()) fail("{}: expected an object {{\"id\": [\"text\", ...]}}", path);
   std::map<std::string, std::vector<std::string>> out;
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -50,7 +41,7 @@ std::map<std::string, std::vector<std::string>> string_lists(const std::string& 
 }
 
 std::map<std::string, std::string> strings(const std::string& path) {
-  json j = read_json(path);
+  json j = read_json_file(path);
   if (!j.is_object()) fail("{}: expected an object {{\"id\": \"text\"}}", path);
   std::map<std::string, std::string> out;
   for (auto it = j.begin(); it != j.end(); ++it) {
