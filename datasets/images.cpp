@@ -67,10 +67,6 @@ std::vector<std::string> write_fixture_images(const std::string& dir, int n, int
 
 bool images_supported() { return false; }
 
-cv::Mat read_image(const std::string& path) {
-  fail("{}: this calibq was built without OpenCV, so it cannot decode images", path);
-}
-
 size_t verify_images(Dataset&, OnError) { fail("this calibq was built without OpenCV, so it cannot decode images"); }
 
 std::vector<std::string> write_fixture_images(const std::string& dir, int, int) {

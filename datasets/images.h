@@ -10,10 +10,6 @@
 
 #ifdef CALIBQ_WITH_OPENCV
 #include <opencv2/core.hpp>
-#else
-namespace cv {
-class Mat;  // read_image throws in builds without OpenCV
-}
 #endif
 
 namespace calibq {
@@ -21,9 +17,11 @@ namespace calibq {
 // Whether this build decodes images (OpenCV found at configure time).
 bool images_supported();
 
+#ifdef CALIBQ_WITH_OPENCV
 // Decodes an image to 8-bit BGR; throws calibq::Error naming the file when it is missing,
-// unreadable or not an image.
+// unreadable or not an image. (Only in builds with OpenCV.)
 cv::Mat read_image(const std::string& path);
+#endif
 
 // Decodes every sample's image; a failure becomes a SampleProblem (or an error, when
 // on_error is Fail) and the sample leaves the dataset. Returns how many were dropped.

@@ -28,7 +28,7 @@ cmake -S . -B "$build" -G "$(command -v ninja >/dev/null && echo Ninja || echo '
   -DCMAKE_PREFIX_PATH="$torch_prefix;$prefix/usr" \
   -DCMAKE_CUDA_ARCHITECTURES=90 >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
 grep -E "calibq:|Found Torch|CUDA" "$build.configure.log" | head -5
-cmake --build "$build" -j "$jobs" 2>&1 | tail -n 3
+cmake --build "$build" -j "$jobs" >"$build.build.log" 2>&1 || { grep -E "error|FAILED" -A6 "$build.build.log" | head -n 80; exit 1; }
 echo "build.sh: configured and built in $(( $(date +%s) - start )) s"
 "$build/bin/calibq" --version
 if [ "$run_tests" = 1 ]; then
