@@ -1,0 +1,144 @@
+#include "core/models/llama_decoder.h"
+
+#include <cmath>
+
+#include "core/util/error.h"
+
+namespace calibq {
+
+DecoderWeights load_llama_decoder(WeightLoader& w, const TextConfig& c, const std::string& p, const std::string& lm_head) {
+  DecoderWeights d;
+  const int64_t h = c.hidden_size, hd = c.head_dim, nq = c.num_attention_heads * hd, nkv = c.num_key_value_heads * hd;
+  d.embed = w.take(p + "embed_tokens.weight", {c.vocab_size, h});
+  d.norm = w.take(p + "norm.weight", {h});
+  if (c.tie_word_embeddings) {
+    d.lm_head = d.embed;
+    w.ignore_prefix(lm_head);  // some writers store the tied head anyway
+  } else {
+    d.lm_head = w.take(lm_head, {c.vocab_size, h});
+  }
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string l = p + "layers." + std::to_string(i) + ".";
+    DecoderLayerWeights x;
+    x.input_norm = w.take(l + "input_layernorm.weight", {h});
+    x.post_norm = w.take(l + "post_attention_layernorm.weight", {h});
+    x.q = w.take(l + "self_attn.q_proj.weight", {nq, h});
+    x.k = w.take(l + "self_attn.k_proj.weight", {nkv, h});
+    x.v = w.take(l + "self_attn.v_proj.weight", {nkv, h});
+    x.o = w.take(l + "self_attn.o_proj.weight", {h, nq});
+    if (c.qkv_bias) {
+      x.q_bias = w.take(l + "self_attn.q_proj.bias", {nq});
+      x.k_bias = w.take(l + "self_attn.k_proj.bias", {nkv});
+      x.v_bias = w.take(l + "self_attn.v_proj.bias", {nkv});
+    }
+    if (c.o_bias) x.o_bias = w.take(l + "self_attn.o_proj.bias", {h});
+    x.gate = w.take(l + "mlp.gate_proj.weight", {c.intermediate_size, h});
+    x.up = w.take(l + "mlp.up_proj.weight", {c.intermediate_size, h});
+    x.down = w.take(l + "mlp.down_proj.weight", {h, c.intermediate_size});
+    d.layers.push_back(std::move(x));
+  }
+  return d;
+}
+
+LlamaDecoder::LlamaDecoder(TextConfig config, DecoderWeights weights) : config_(std::move(config)), w_(std::move(weights)) {
+  if (config_.hidden_act != "silu") fail("LLaMA decoder: hidden_act '{}' is not supported (supported: silu)", config_.hidden_act);
+  const RopeConfig& r = config_.rope;
+  switch (r.type) {
+    case RopeType::Default:
+    case RopeType::Linear:
+      break;
+    case RopeType::Dynamic:
+    case RopeType::Llama3:
+    case RopeType::MRope:
+      fail("LLaMA decoder: rope type '{}' is not implemented yet", rope_type_name(r.type));
+  }
+  // As transformers computes it: float32 exponents of an int64 arange.
+  const int64_t d = config_.head_dim;
+  at::Tensor exps = at::arange(0, d, 2, at::kLong).to(at::kFloat) / static_cast<double>(d);
+  inv_freq_ = 1.0 / at::pow(at::scalar_tensor(r.theta, at::kFloat), exps);
+  if (r.type == RopeType::Linear) inv_freq_ = inv_freq_ / r.factor;
+  inv_freq_ = inv_freq_.to(w_.embed.device());
+}
+
+at::Tensor LlamaDecoder::embed(const at::Tensor& ids) const { return at::embedding(w_.embed, ids); }
+
+at::Tensor LlamaDecoder::rms_norm(const at::Tensor& x, const at::Tensor& w) const {
+  at::Tensor xf = x.to(at::kFloat);
+  at::Tensor var = xf.pow(2).mean(-1, true);
+  return w * (xf * at::rsqrt(var + config_.rms_norm_eps)).to(x.scalar_type());
+}
+
+std::pair<at::Tensor, at::Tensor> LlamaDecoder::rope(const at::Tensor& positions, at::ScalarType dtype) const {
+  at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // [B, T, d/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);              // [B, 1, T, d]
+  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+namespace {
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
+}
+}  // namespace
+
+at::Tensor LlamaDecoder::mlp(const DecoderLayerWeights& l, const at::Tensor& x) const {
+  return at::linear(at::silu(at::linear(x, l.gate)) * at::linear(x, l.up), l.down);
+}
+
+at::Tensor LlamaDecoder::prefill(const at::Tensor& embeds, const at::Tensor& positions, const at::Tensor& mask,
+                                 std::vector<LayerKVCache>& caches, int64_t system_len, int64_t visual_len) const {
+  if (caches.size() != w_.layers.size()) fail("LLaMA decoder: {} caches for {} layers", caches.size(), w_.layers.size());
+  const int64_t b = embeds.size(0), t = embeds.size(1), hd = config_.head_dim;
+  const int64_t nh = config_.num_attention_heads, nkv = config_.num_key_value_heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  auto [cos, sin] = rope(positions, embeds.scalar_type());
+  at::Tensor x = embeds;
+  for (size_t i = 0; i < w_.layers.size(); ++i) {
+    const auto& l = w_.layers[i];
+    at::Tensor h = rms_norm(x, l.input_norm);
+    at::Tensor q = linear(h, l.q, l.q_bias).view({b, t, nh, hd}).transpose(1, 2);
+    at::Tensor k = linear(h, l.k, l.k_bias).view({b, t, nkv, hd}).transpose(1, 2);
+    at::Tensor v = linear(h, l.v, l.v_bias).view({b, t, nkv, hd}).transpose(1, 2);
+    q = q * cos + rotate_half(q) * sin;
+    k = k * cos + rotate_half(k) * sin;
+    // Prefill attends in full precision (the paper's setting); the cache quantizes after.
+    at::Tensor kr = k.repeat_interleave(nh / nkv, 1), vr = v.repeat_interleave(nh / nkv, 1);
+    at::Tensor s = at::matmul(q, kr.transpose(-1, -2)) * scale + mask;
+    at::Tensor p = at::softmax(s.to(at::kFloat), -1).to(q.scalar_type());
+    at::Tensor a = at::matmul(p, vr).transpose(1, 2).reshape({b, t, nh * hd});
+    x = x + linear(a, l.o, l.o_bias);
+    x = x + mlp(l, rms_norm(x, l.post_norm));
+    caches[i].prefill(k.contiguous(), v.contiguous(), system_len, visual_len);
+  }
+  return rms_norm(x, w_.norm);
+}
+
+at::Tensor LlamaDecoder::decode(const at::Tensor& embeds, const at::Tensor& positions, std::vector<LayerKVCache>& caches,
+                                const at::Tensor& mask) const {
+  const int64_t b = embeds.size(0), t = embeds.size(1), hd = config_.head_dim;
+  const int64_t nh = config_.num_attention_heads, nkv = config_.num_key_value_heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  auto [cos, sin] = rope(positions, embeds.scalar_type());
+  at::Tensor x = embeds;
+  for (size_t i = 0; i < w_.layers.size(); ++i) {
+    const auto& l = w_.layers[i];
+    at::Tensor h = rms_norm(x, l.input_norm);
+    at::Tensor q = linear(h, l.q, l.q_bias).view({b, t, nh, hd}).transpose(1, 2);
+    at::Tensor k = linear(h, l.k, l.k_bias).view({b, t, nkv, hd}).transpose(1, 2);
+    at::Tensor v = linear(h, l.v, l.v_bias).view({b, t, nkv, hd}).transpose(1, 2);
+    q = q * cos + rotate_half(q) * sin;
+    k = k * cos + rotate_half(k) * sin;
+    caches[i].append(k.contiguous(), v.contiguous());
+    at::Tensor a = caches[i].attend(q, scale, mask).transpose(1, 2).reshape({b, t, nh * hd});
+    x = x + linear(a, l.o, l.o_bias);
+    x = x + mlp(l, rms_norm(x, l.post_norm));
+  }
+  return rms_norm(x, w_.norm);
+}
+
+at::Tensor LlamaDecoder::logits(const at::Tensor& hidden) const { return at::linear(hidden, w_.lm_head); }
+
+}  // namespace calibq

@@ -1,0 +1,63 @@
+// The LLaMA-family decoder the multimodal models share (LLaMA/Vicuna now; Qwen2's q/k/v
+// biases and InternLM2's fused wqkv split at load time later): RMSNorm, RoPE, GQA
+// attention, SwiGLU MLP. Prefill attends in full precision and hands each layer's K/V to
+// its LayerKVCache, which quantizes the configured segments; decode steps attend through
+// the caches.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+#include "core/config/hf_config.h"
+#include "core/kv/kv_cache.h"
+#include "core/models/weight_loader.h"
+
+namespace calibq {
+
+struct DecoderLayerWeights {
+  at::Tensor input_norm, post_norm;
+  at::Tensor q, k, v, o;                 // [out, in]
+  at::Tensor q_bias, k_bias, v_bias, o_bias;  // undefined where the config has none
+  at::Tensor gate, up, down;
+};
+
+struct DecoderWeights {
+  at::Tensor embed, norm, lm_head;  // lm_head is embed when the embeddings are tied
+  std::vector<DecoderLayerWeights> layers;
+};
+
+// Checkpoint names of a LLaMA-layout decoder under `prefix` ("language_model.model.") and
+// its head (`lm_head`, e.g. "language_model.lm_head.weight").
+DecoderWeights load_llama_decoder(WeightLoader& loader, const TextConfig& config, const std::string& prefix,
+                                  const std::string& lm_head);
+
+class LlamaDecoder {
+ public:
+  LlamaDecoder(TextConfig config, DecoderWeights weights);
+
+  at::Tensor embed(const at::Tensor& ids) const;
+  // embeds [B, T, H]; positions [B, T] (int64); additive mask [B, 1, T, T]. Fills `caches`
+  // (one per layer, already configured) with each layer's keys after RoPE and values, the
+  // first system_len tokens as the system segment and the next visual_len as visual.
+  at::Tensor prefill(const at::Tensor& embeds, const at::Tensor& positions, const at::Tensor& mask,
+                     std::vector<LayerKVCache>& caches, int64_t system_len, int64_t visual_len) const;
+  // One decode step: embeds [B, 1, H] at positions [B, 1]; attends over the caches.
+  at::Tensor decode(const at::Tensor& embeds, const at::Tensor& positions, std::vector<LayerKVCache>& caches,
+                    const at::Tensor& mask = {}) const;
+  // Final norm already applied by prefill/decode: hidden [B, T, H] -> logits [B, T, V].
+  at::Tensor logits(const at::Tensor& hidden) const;
+  const TextConfig& config() const { return config_; }
+
+ private:
+  at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w) const;
+  std::pair<at::Tensor, at::Tensor> rope(const at::Tensor& positions, at::ScalarType dtype) const;
+  at::Tensor mlp(const DecoderLayerWeights& l, const at::Tensor& x) const;
+
+  TextConfig config_;
+  DecoderWeights w_;
+  at::Tensor inv_freq_;  // float32 [head_dim / 2]
+};
+
+}  // namespace calibq
