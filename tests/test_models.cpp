@@ -86,3 +86,30 @@ TEST(ModelLoader, MissingExtraAndMisshapenTensorsAreErrors) {
 
 }  // namespace
 }  // namespace calibq
+
+namespace calibq {
+namespace {
+
+TEST(Cli, LogitsWritesLogitsAndGreedyTokens) {
+  test::TempDir dir;
+  const std::string m = fixture("llava-full-tied");
+  auto r = test::run_calibq("logits --model " + m + " --inputs " + m + "/inputs.safetensors --out " + dir.file("out.safetensors") +
+                            " --generate 6");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("llava: "), std::string::npos) << "the load report";
+  auto out = SafetensorsCheckpoint::open(dir.file("out.safetensors"));
+  auto ref = SafetensorsCheckpoint::open(m + "/reference.safetensors");
+  EXPECT_LT((out.tensor("logits") - ref.tensor("logits")).abs().max().item<double>(), 1e-4);
+  EXPECT_TRUE(at::equal(out.tensor("generated"), ref.tensor("generated")));
+  r = test::run_calibq("logits --model " + m + " --inputs " + m + "/inputs.safetensors --out " + dir.file("q.safetensors") +
+                       " --generate 2 --kv calibquant:bits=1 --kv-segments all");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = test::run_calibq("logits --model " + m + " --inputs " + m + "/inputs.safetensors --out " + dir.file("x.safetensors") +
+                       " --kv calibquant:bitz=1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--kv-key: quantizer 'calibquant' has no option 'bitz'"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("x.safetensors")));
+}
+
+}  // namespace
+}  // namespace calibq

@@ -11,5 +11,7 @@ void add_inspect_command(CLI::App& app);
 void add_quant_commands(CLI::App& app, int argc, char** argv);
 // score caption / vqa / anls.
 void add_score_commands(CLI::App& app);
+// logits.
+void add_model_commands(CLI::App& app);
 
 }  // namespace calibq::cli

@@ -1,0 +1,89 @@
+// calibq logits: a model's prefill logits (and greedy tokens) on the tensors transformers'
+// forward takes, for parity checks against transformers and for quantizer studies.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <iostream>
+#include <memory>
+
+#include "core/io/safetensors.h"
+#include "core/models/model.h"
+#include "core/quant/registry.h"
+#include "core/util/error.h"
+#include "experiments/cli/commands.h"
+
+namespace calibq::cli {
+
+namespace {
+
+struct LogitsOptions {
+  std::string model, inputs, out;
+  int64_t generate = 0;
+  std::string dtype = "fp32", device = "cpu";
+  std::string kv, kv_key, kv_value, segments = "visual";
+};
+
+at::ScalarType parse_dtype(const std::string& s) {
+  if (s == "fp32") return at::kFloat;
+  if (s == "fp16") return at::kHalf;
+  if (s == "bf16") return at::kBFloat16;
+  fail("--dtype '{}' is not one of fp32, fp16, bf16", s);
+}
+
+at::Device parse_device(const std::string& s) {
+  if (s == "cpu") return at::kCPU;
+  if (s == "cuda" || s.rfind("cuda:", 0) == 0) {
+    if (!at::hasCUDA()) fail("--device {}: this calibq has no CUDA device to run on", s);
+    return at::Device(s);
+  }
+  fail("--device '{}' is not cpu or cuda[:N]", s);
+}
+
+KVCacheConfig kv_config(const LogitsOptions& o) {
+  KVCacheConfig kv{nullptr, nullptr, SegmentSet::parse(o.segments, "--kv-segments")};
+  std::string k = o.kv_key.empty() ? o.kv : o.kv_key, v = o.kv_value.empty() ? o.kv : o.kv_value;
+  if (!k.empty()) kv.key = QuantizerRegistry::instance().make(parse_quantizer_spec(k, "--kv-key"), KVRole::Key);
+  if (!v.empty()) kv.value = QuantizerRegistry::instance().make(parse_quantizer_spec(v, "--kv-value"), KVRole::Value);
+  return kv;
+}
+
+void run_logits(const LogitsOptions& o) {
+  KVCacheConfig kv = kv_config(o);  // options first: a typo fails before the model loads
+  const at::ScalarType dtype = parse_dtype(o.dtype);
+  const at::Device device = parse_device(o.device);
+  auto t0 = std::chrono::steady_clock::now();
+  auto model = load_model(o.model, dtype, device);
+  std::cerr << model->load_report() << "\n";
+  auto in_ck = SafetensorsCheckpoint::open(o.inputs);
+  ModelInputs in;
+  if (!in_ck.contains("input_ids")) fail("{}: no 'input_ids' tensor", o.inputs);
+  in.input_ids = in_ck.tensor("input_ids").to(at::kLong);
+  if (in_ck.contains("attention_mask")) in.attention_mask = in_ck.tensor("attention_mask");
+  if (in_ck.contains("pixel_values")) in.pixel_values = in_ck.tensor("pixel_values");
+  if (in_ck.contains("image_grid_thw")) in.image_grid_thw = in_ck.tensor("image_grid_thw");
+  NamedTensors out = {{"logits", model->forward_logits(in).to(at::kFloat).cpu()}};
+  if (o.generate > 0) out.emplace_back("generated", model->generate_greedy(in, o.generate, kv).cpu());
+  write_safetensors(o.out, out, {{"model", o.model}, {"dtype", o.dtype}, {"device", o.device}});
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::cerr << fmt::format("wrote {} ({:.2f} s)\n", o.out, s);
+}
+
+}  // namespace
+
+void add_model_commands(CLI::App& app) {
+  auto o = std::make_shared<LogitsOptions>();
+  CLI::App* cmd = app.add_subcommand("logits", "Prefill logits (and greedy tokens) of a checkpoint on given input tensors");
+  cmd->add_option("--model", o->model, "checkpoint folder (config.json + safetensors)")->required();
+  cmd->add_option("--inputs", o->inputs, "safetensors with input_ids [, attention_mask, pixel_values, image_grid_thw]")->required();
+  cmd->add_option("--out", o->out, "output safetensors: logits (float32) [, generated]")->required();
+  cmd->add_option("--generate", o->generate, "greedy tokens to add (no early stop)");
+  cmd->add_option("--dtype", o->dtype, "fp32, fp16 or bf16")->capture_default_str();
+  cmd->add_option("--device", o->device, "cpu or cuda[:N]")->capture_default_str();
+  cmd->add_option("--kv", o->kv, "quantizer for keys and values (e.g. calibquant:bits=1)");
+  cmd->add_option("--kv-key", o->kv_key, "quantizer for keys (overrides --kv)");
+  cmd->add_option("--kv-value", o->kv_value, "quantizer for values (overrides --kv)");
+  cmd->add_option("--kv-segments", o->segments, "segments to quantize: visual, all, or a list")->capture_default_str();
+  cmd->callback([o] { run_logits(*o); });
+}
+
+}  // namespace calibq::cli
