@@ -1,0 +1,52 @@
+// Byte-level BPE from a Hugging Face tokenizer.json (GPT-2 / Qwen2 / LLaMA-3 style): added
+// and special tokens split out first, the pre-tokenizer's Unicode split regex (PCRE2 with
+// UCP, so that \p{L} and \s are Unicode-aware), GPT-2's byte-to-unicode map, then merges
+// by rank.
+//
+// Written by hand: Debian ships no C++ port of the `tokenizers` library. Checked token for
+// token against `tokenizers` on tests/data/tokenizers/ (made by
+// scripts/fixtures/make_tokenizer_fixtures.py).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace calibq {
+
+class BpeTokenizer {
+ public:
+  // Throws calibq::Error naming the file and key for anything it cannot read or does not support.
+  static BpeTokenizer from_file(const std::string& tokenizer_json);
+  ~BpeTokenizer();
+  BpeTokenizer(BpeTokenizer&&) noexcept;
+  BpeTokenizer& operator=(BpeTokenizer&&) noexcept;
+
+  // Token ids of `text`, with no special tokens added (add_special_tokens=False).
+  std::vector<int64_t> encode(const std::string& text) const;
+  std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const;
+  // Throws for a token the vocabulary lacks.
+  int64_t token_id(const std::string& token) const;
+  size_t vocab_size() const { return id_to_token_.size(); }
+
+ private:
+  BpeTokenizer() = default;
+  void encode_piece(const std::string& piece, std::vector<int64_t>& out) const;
+
+  std::string source_;
+  std::unordered_map<std::string, int64_t> vocab_;
+  std::vector<std::string> id_to_token_;
+  std::map<std::pair<std::string, std::string>, int> ranks_;
+  std::vector<std::pair<std::string, int64_t>> added_;  // longest first
+  std::vector<bool> special_;                           // by id
+  bool ignore_merges_ = false;
+  std::string byte_to_char_[256];
+  std::unordered_map<std::string, uint8_t> char_to_byte_;
+  struct Regex;
+  std::unique_ptr<Regex> split_;
+};
+
+}  // namespace calibq

@@ -1,0 +1,45 @@
+// Byte-level BPE against the `tokenizers` library (fixture: tests/data/tokenizers/).
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/tokenizers/bpe_tokenizer.h"
+#include "tests/test_util.h"
+
+namespace calibq {
+namespace {
+
+using json = nlohmann::json;
+
+std::string tok_dir(const std::string& name) { return std::string(CALIBQ_TEST_DATA) + "/tokenizers/" + name; }
+
+TEST(BpeTokenizer, TokenIdsEqualTheTokenizersLibrary) {
+  auto tok = BpeTokenizer::from_file(tok_dir("bpe-qwen2") + "/tokenizer.json");
+  json ref = json::parse(test::read_bytes(tok_dir("bpe-qwen2") + "/reference_ids.json"));
+  ASSERT_GT(ref["cases"].size(), 250u);
+  int wrong = 0;
+  for (const auto& c : ref["cases"]) {
+    const std::string text = c["text"];
+    std::vector<int64_t> want = c["ids"].get<std::vector<int64_t>>();
+    std::vector<int64_t> got = tok.encode(text);
+    if (got != want && ++wrong <= 8) ADD_FAILURE() << json(text) << "\n got  " << json(got) << "\n want " << json(want);
+    EXPECT_EQ(tok.decode(got), text) << "decode(encode(x)) must give x back: " << json(text);
+  }
+  EXPECT_EQ(wrong, 0);
+}
+
+TEST(BpeTokenizer, SpecialTokensAndErrors) {
+  auto tok = BpeTokenizer::from_file(tok_dir("bpe-qwen2") + "/tokenizer.json");
+  const int64_t image = tok.token_id("<image>"), end = tok.token_id("<|im_end|>");
+  std::vector<int64_t> ids = tok.encode("<image><|im_end|>");
+  EXPECT_EQ(ids, (std::vector<int64_t>{image, end}));
+  EXPECT_EQ(tok.decode(ids, true), "");
+  test::expect_error([&] { tok.token_id("<nope>"); }, {"no token '<nope>'"});
+  test::expect_error([&] { tok.decode({999999}); }, {"token id 999999 is out of range"});
+  test::TempDir dir;
+  test::write_bytes(dir.file("t.json"), R"({"model": {"type": "Unigram"}})");
+  test::expect_error([&] { BpeTokenizer::from_file(dir.file("t.json")); }, {"t.json", "model.type must be BPE"});
+}
+
+}  // namespace
+}  // namespace calibq
