@@ -88,12 +88,9 @@ at::Tensor LlamaDecoder::mlp(const DecoderLayerWeights& l, const at::Tensor& x) 
   return at::linear(at::silu(at::linear(x, l.gate)) * at::linear(x, l.up), l.down);
 }
 
-at::Tensor LlamaDecoder::prefill(const at::Tensor& embeds, const at::Tensor& positions, const at::Tensor& mask,
-                                 std::vector<LayerKVCache>& caches, int64_t system_len, int64_t visual_len) const {
-  if (caches.size() != w_.layers.size()) fail("LLaMA decoder: {} caches for {} layers", caches.size(), w_.layers.size());
+at::Tensor LlamaDecoder::run_layers(const at::Tensor& embeds, const at::Tensor& positions, const Attend& attend) const {
   const int64_t b = embeds.size(0), t = embeds.size(1), hd = config_.head_dim;
   const int64_t nh = config_.num_attention_heads, nkv = config_.num_key_value_heads;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   auto [cos, sin] = rope(positions, embeds.scalar_type());
   at::Tensor x = embeds;
   for (size_t i = 0; i < w_.layers.size(); ++i) {
@@ -103,40 +100,36 @@ at::Tensor LlamaDecoder::prefill(const at::Tensor& embeds, const at::Tensor& pos
     at::Tensor k = linear(h, l.k, l.k_bias).view({b, t, nkv, hd}).transpose(1, 2);
     at::Tensor v = linear(h, l.v, l.v_bias).view({b, t, nkv, hd}).transpose(1, 2);
     q = q * cos + rotate_half(q) * sin;
-    k = k * cos + rotate_half(k) * sin;
-    // Prefill attends in full precision (the paper's setting); the cache quantizes after.
-    at::Tensor kr = k.repeat_interleave(nh / nkv, 1), vr = v.repeat_interleave(nh / nkv, 1);
-    at::Tensor s = at::matmul(q, kr.transpose(-1, -2)) * scale + mask;
-    at::Tensor p = at::softmax(s.to(at::kFloat), -1).to(q.scalar_type());
-    at::Tensor a = at::matmul(p, vr).transpose(1, 2).reshape({b, t, nh * hd});
+    k = (k * cos + rotate_half(k) * sin).contiguous();
+    at::Tensor a = attend(i, q, k, v.contiguous()).transpose(1, 2).reshape({b, t, nh * hd});
     x = x + linear(a, l.o, l.o_bias);
     x = x + mlp(l, rms_norm(x, l.post_norm));
-    caches[i].prefill(k.contiguous(), v.contiguous(), system_len, visual_len);
   }
   return rms_norm(x, w_.norm);
 }
 
+at::Tensor LlamaDecoder::prefill(const at::Tensor& embeds, const at::Tensor& positions, const at::Tensor& mask,
+                                 std::vector<LayerKVCache>& caches, int64_t system_len, int64_t visual_len) const {
+  if (caches.size() != w_.layers.size()) fail("LLaMA decoder: {} caches for {} layers", caches.size(), w_.layers.size());
+  const int64_t groups = config_.num_attention_heads / config_.num_key_value_heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+  return run_layers(embeds, positions, [&](size_t i, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+    // Prefill attends in full precision (the paper's setting); the cache quantizes after.
+    at::Tensor kr = k.repeat_interleave(groups, 1), vr = v.repeat_interleave(groups, 1);
+    at::Tensor s = at::matmul(q, kr.transpose(-1, -2)) * scale + mask;
+    at::Tensor p = at::softmax(s.to(at::kFloat), -1).to(q.scalar_type());
+    caches[i].prefill(k, v, system_len, visual_len);
+    return at::matmul(p, vr);
+  });
+}
+
 at::Tensor LlamaDecoder::decode(const at::Tensor& embeds, const at::Tensor& positions, std::vector<LayerKVCache>& caches,
                                 const at::Tensor& mask) const {
-  const int64_t b = embeds.size(0), t = embeds.size(1), hd = config_.head_dim;
-  const int64_t nh = config_.num_attention_heads, nkv = config_.num_key_value_heads;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  auto [cos, sin] = rope(positions, embeds.scalar_type());
-  at::Tensor x = embeds;
-  for (size_t i = 0; i < w_.layers.size(); ++i) {
-    const auto& l = w_.layers[i];
-    at::Tensor h = rms_norm(x, l.input_norm);
-    at::Tensor q = linear(h, l.q, l.q_bias).view({b, t, nh, hd}).transpose(1, 2);
-    at::Tensor k = linear(h, l.k, l.k_bias).view({b, t, nkv, hd}).transpose(1, 2);
-    at::Tensor v = linear(h, l.v, l.v_bias).view({b, t, nkv, hd}).transpose(1, 2);
-    q = q * cos + rotate_half(q) * sin;
-    k = k * cos + rotate_half(k) * sin;
-    caches[i].append(k.contiguous(), v.contiguous());
-    at::Tensor a = caches[i].attend(q, scale, mask).transpose(1, 2).reshape({b, t, nh * hd});
-    x = x + linear(a, l.o, l.o_bias);
-    x = x + mlp(l, rms_norm(x, l.post_norm));
-  }
-  return rms_norm(x, w_.norm);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+  return run_layers(embeds, positions, [&](size_t i, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+    caches[i].append(k, v);
+    return caches[i].attend(q, scale, mask);
+  });
 }
 
 at::Tensor LlamaDecoder::logits(const at::Tensor& hidden) const { return at::linear(hidden, w_.lm_head); }

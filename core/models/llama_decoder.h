@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,10 @@ class LlamaDecoder {
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w) const;
   std::pair<at::Tensor, at::Tensor> rope(const at::Tensor& positions, at::ScalarType dtype) const;
   at::Tensor mlp(const DecoderLayerWeights& l, const at::Tensor& x) const;
+  // Every layer with `attend(layer, q, k, v)` ([B, heads, T, d], after RoPE) supplying the
+  // attention output [B, heads, T, d]; returns the final-normed hidden states.
+  using Attend = std::function<at::Tensor(size_t, const at::Tensor&, const at::Tensor&, const at::Tensor&)>;
+  at::Tensor run_layers(const at::Tensor& embeds, const at::Tensor& positions, const Attend& attend) const;
 
   TextConfig config_;
   DecoderWeights w_;
