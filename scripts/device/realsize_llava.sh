@@ -15,5 +15,5 @@ for kv in "" "calibquant:bits=1"; do
     --generate 32 --dtype bf16 --device cuda ${kv:+--kv $kv} 2>&1 | tail -n 2
   end=$(date +%s.%N)
   kill $mon
-  echo "kv=${kv:-none (bf16 cache)}: $(echo "$end - $start" | bc) s for load + prefill logits + prefill + 32 decode steps; peak GPU memory $(sort -n /tmp/mem.log | tail -1) MiB"
+  echo "kv=${kv:-none (bf16 cache)}: $(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }') s for load + prefill logits + prefill + 32 decode steps; peak GPU memory $(sort -n /tmp/mem.log | tail -1) MiB"
 done
