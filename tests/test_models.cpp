@@ -24,7 +24,6 @@ ModelInputs inputs_of(const std::string& dir) {
   return in;
 }
 
-// load_model reads every *.safetensors of a folder only through model.safetensors.
 class LlavaParity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(LlavaParity, LogitsAndGreedyTokensEqualTransformers) {

@@ -158,22 +158,36 @@ double vqa_question_accuracy(const std::vector<std::string>& gt_answers, const s
   return sum / static_cast<double>(gts.size());
 }
 
-VqaScore vqa_accuracy(const std::map<std::string, std::vector<std::string>>& gt,
-                      const std::map<std::string, std::string>& preds) {
-  VqaScore s;
+namespace {
+// Scores every question of `gt` with `score(answers, prediction)`; every prediction must
+// answer a ground-truth question and every question must have a prediction. Returns the
+// per-question scores and their mean.
+template <typename Score>
+std::pair<double, std::map<std::string, double>> score_questions(const char* metric,
+                                                                 const std::map<std::string, std::vector<std::string>>& gt,
+                                                                 const std::map<std::string, std::string>& preds,
+                                                                 Score score) {
   for (const auto& [id, p] : preds)
-    if (!gt.count(id)) fail("VQA accuracy: prediction for question '{}', which the ground truth lacks", id);
+    if (!gt.count(id)) fail("{}: prediction for question '{}', which the ground truth lacks", metric, id);
+  if (gt.empty()) fail("{}: no questions", metric);
+  std::map<std::string, double> per;
   double sum = 0;
   for (const auto& [id, answers] : gt) {
     auto it = preds.find(id);
-    if (it == preds.end()) fail("VQA accuracy: no prediction for question '{}'", id);
-    double acc = vqa_question_accuracy(answers, it->second);
-    s.per_question[id] = acc;
-    sum += acc;
+    if (it == preds.end()) fail("{}: no prediction for question '{}'", metric, id);
+    sum += per[id] = score(answers, it->second);
   }
-  if (gt.empty()) fail("VQA accuracy: no questions");
+  return {sum / static_cast<double>(gt.size()), std::move(per)};
+}
+}  // namespace
+
+VqaScore vqa_accuracy(const std::map<std::string, std::vector<std::string>>& gt,
+                      const std::map<std::string, std::string>& preds) {
+  VqaScore s;
+  auto [mean, per] = score_questions("VQA accuracy", gt, preds, vqa_question_accuracy);
+  s.per_question = std::move(per);
   s.questions = gt.size();
-  s.accuracy_exact = 100.0 * sum / static_cast<double>(gt.size());
+  s.accuracy_exact = 100.0 * mean;
   s.accuracy = std::strtod(fmt::format("{:.2f}", s.accuracy_exact).c_str(), nullptr);
   return s;
 }
@@ -209,18 +223,12 @@ double anls_question(const std::vector<std::string>& answers, const std::string&
 AnlsScore anls_score(const std::map<std::string, std::vector<std::string>>& gt,
                      const std::map<std::string, std::string>& preds, double threshold) {
   AnlsScore s;
-  for (const auto& [id, p] : preds)
-    if (!gt.count(id)) fail("ANLS: prediction for question '{}', which the ground truth lacks", id);
-  double sum = 0;
-  for (const auto& [id, answers] : gt) {
-    auto it = preds.find(id);
-    if (it == preds.end()) fail("ANLS: no prediction for question '{}'", id);
-    s.per_question[id] = anls_question(answers, it->second, threshold);
-    sum += s.per_question[id];
-  }
-  if (gt.empty()) fail("ANLS: no questions");
+  auto [mean, per] = score_questions("ANLS", gt, preds, [threshold](const auto& answers, const std::string& p) {
+    return anls_question(answers, p, threshold);
+  });
+  s.anls = mean;
+  s.per_question = std::move(per);
   s.questions = gt.size();
-  s.anls = sum / static_cast<double>(gt.size());
   return s;
 }
 
