@@ -305,6 +305,9 @@ VisionConfig parse_vision(const json& given, const std::string& source, const st
     v.qk_normalization = r.b("use_qk_norm", false);
     v.norm_type = r.s("norm_type");
     v.layer_scale_init = r.d("layer_scale_init_value");
+    v.use_mean_pooling = r.b("use_mean_pooling", true);
+    if (!r.b("use_absolute_position_embeddings", true))
+      fail("{}: {}.use_absolute_position_embeddings false is not supported", source, path);
   }
   if (v.norm_type != "layer_norm" && v.norm_type != "rms_norm")
     fail("{}: {}.norm_type '{}' is not supported (supported: layer_norm, rms_norm)", source, path,

@@ -69,6 +69,7 @@ struct VisionConfig {
   bool qk_normalization = false;
   std::string norm_type = "layer_norm";  // layer_norm or rms_norm
   double layer_scale_init = 1.0;
+  bool use_mean_pooling = true;  // transformers' InternVL: no final LayerNorm on the features
   // Qwen2-VL
   int64_t spatial_merge_size = 1;
   int64_t temporal_patch_size = 1;

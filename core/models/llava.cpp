@@ -9,6 +9,7 @@
 #include "core/io/safetensors.h"
 #include "core/models/llama_decoder.h"
 #include "core/models/model.h"
+#include "core/models/vision_language_model.h"
 #include "core/models/weight_loader.h"
 #include "core/util/error.h"
 #include "core/util/shape.h"
@@ -29,12 +30,6 @@ const LlavaNames kNames = {
     "multi_modal_projector.",
     {"language_model.model.", "model.language_model."},
     {"language_model.lm_head.weight", "lm_head.weight"}};
-
-std::string first_prefix(const WeightLoader& w, const std::vector<std::string>& prefixes, const std::string& probe) {
-  for (const auto& p : prefixes)
-    if (w.has(p + probe)) return p;
-  return prefixes.front();
-}
 
 struct ClipLayer {
   at::Tensor ln1_w, ln1_b, ln2_w, ln2_b, q, q_b, k, k_b, v, v_b, o, o_b, fc1, fc1_b, fc2, fc2_b;
@@ -115,10 +110,10 @@ class ClipVision {
   std::vector<ClipLayer> layers_;
 };
 
-class LlavaModel : public MultimodalModel {
+class LlavaModel : public VisionLanguageModel {
  public:
   LlavaModel(ModelConfig config, const SafetensorsCheckpoint& ck, at::ScalarType dtype, at::Device device)
-      : config_(std::move(config)), dtype_(dtype), device_(device) {
+      : VisionLanguageModel(std::move(config), dtype, device) {
     WeightLoader w(ck, "llava", dtype, device);
     const VisionConfig& vc = *config_.vision;
     vision_ = std::make_unique<ClipVision>(w, vc, first_prefix(w, kNames.vision, "embeddings.class_embedding"));
@@ -144,98 +139,17 @@ class LlavaModel : public MultimodalModel {
       fail("{}: vision_feature_layer {} is outside the {} layers of the vision tower", config_.source, layer, vc.num_hidden_layers);
   }
 
-  const ModelConfig& config() const override { return config_; }
-  const std::string& load_report() const override { return report_; }
-
-  at::Tensor forward_logits(const ModelInputs& in) override {
-    std::vector<LayerKVCache> caches = make_caches({nullptr, nullptr, SegmentSet::parse("none")});
-    auto [embeds, sys, vis] = input_embeddings(in);
-    at::Tensor hidden = decoder_->prefill(embeds, positions(in, 0, embeds.size(1)), prefill_mask(in, embeds), caches, sys, vis);
-    return decoder_->logits(hidden).to(at::kFloat);
-  }
-
-  at::Tensor generate_greedy(const ModelInputs& in, int64_t new_tokens, const KVCacheConfig& kv) override {
-    std::vector<LayerKVCache> caches = make_caches(kv);
-    auto [embeds, sys, vis] = input_embeddings(in);
-    const int64_t t = embeds.size(1);
-    at::Tensor hidden = decoder_->prefill(embeds, positions(in, 0, t), prefill_mask(in, embeds), caches, sys, vis);
-    at::Tensor ids = in.input_ids.to(device_);
-    at::Tensor next = decoder_->logits(hidden.narrow(1, t - 1, 1)).argmax(-1);  // [B, 1]
-    for (int64_t i = 0; i < new_tokens; ++i) {
-      ids = at::cat({ids, next}, 1);
-      if (i + 1 == new_tokens) break;
-      hidden = decoder_->decode(decoder_->embed(next), positions(in, t + i, 1), caches);
-      next = decoder_->logits(hidden).argmax(-1);
-    }
-    return ids;
+ protected:
+  at::Tensor image_features(const at::Tensor& pixels) const override {
+    at::Tensor f = vision_->hidden_states(pixels, feature_index_)[feature_index_];
+    if (config_.vision_feature_select_strategy == "default") f = f.narrow(1, 1, f.size(1) - 1);
+    return at::linear(at::gelu(at::linear(f, proj1_, proj1_b_)), proj2_, proj2_b_);
   }
 
  private:
-  std::vector<LayerKVCache> make_caches(const KVCacheConfig& kv) const {
-    std::vector<LayerKVCache> caches;
-    for (int64_t i = 0; i < config_.text.num_hidden_layers; ++i) caches.emplace_back(kv);
-    return caches;
-  }
-
-  // Positions as transformers' forward numbers them: 0.. T-1 from `start` (padding is not
-  // skipped in forward).
-  at::Tensor positions(const ModelInputs& in, int64_t start, int64_t len) const {
-    return at::arange(start, start + len, at::TensorOptions().dtype(at::kLong).device(device_))
-        .unsqueeze(0)
-        .expand({in.input_ids.size(0), len});
-  }
-
-  at::Tensor prefill_mask(const ModelInputs& in, const at::Tensor& embeds) const {
-    const int64_t b = embeds.size(0), t = embeds.size(1);
-    auto opts = at::TensorOptions().dtype(embeds.scalar_type()).device(device_);
-    const double neg = -std::numeric_limits<float>::infinity();
-    at::Tensor causal = at::full({t, t}, neg, opts).triu(1);
-    at::Tensor mask = causal.view({1, 1, t, t}).expand({b, 1, t, t}).clone();
-    if (in.attention_mask.defined()) {
-      at::Tensor pad = in.attention_mask.to(device_).view({b, 1, 1, t}) == 0;
-      mask = mask.masked_fill(pad, neg);
-    }
-    return mask;
-  }
-
-  // Text embeddings with the image features in place of the image tokens; returns the
-  // system length (tokens before the first image token) and the visual length.
-  std::tuple<at::Tensor, int64_t, int64_t> input_embeddings(const ModelInputs& in) const {
-    at::Tensor ids = in.input_ids.to(device_);
-    if (ids.dim() != 2) fail("llava: input_ids must be [batch, seq], got {}", shape_str(ids.sizes()));
-    at::Tensor embeds = decoder_->embed(ids);
-    const int64_t image_token = *config_.image_token_id;
-    at::Tensor is_image = ids == image_token;
-    const int64_t n_image = is_image.sum().item<int64_t>();
-    if (!in.pixel_values.defined()) {
-      if (n_image > 0) fail("llava: {} image tokens but no pixel_values", n_image);
-      return {embeds, ids.size(1), 0};
-    }
-    auto hs = vision_->hidden_states(in.pixel_values.to(device_, dtype_), feature_index_);
-    at::Tensor f = hs[feature_index_];
-    if (config_.vision_feature_select_strategy == "default") f = f.narrow(1, 1, f.size(1) - 1);
-    f = at::linear(at::gelu(at::linear(f, proj1_, proj1_b_)), proj2_, proj2_b_);
-    if (f.numel() / f.size(-1) != n_image)
-      fail("llava: {} image tokens in input_ids but {} image features", n_image, f.numel() / f.size(-1));
-    embeds = embeds.masked_scatter(is_image.unsqueeze(-1).expand_as(embeds), f.to(embeds.scalar_type()));
-    // The segments: [system | visual | text] from the first sample's layout; the cache needs one layout.
-    at::Tensor pos = is_image[0].nonzero().flatten();
-    int64_t sys = pos.numel() ? pos[0].item<int64_t>() : ids.size(1);
-    int64_t vis = pos.numel();
-    for (int64_t r = 1; r < ids.size(0); ++r)
-      if (!at::equal(is_image[r], is_image[0]))
-        fail("llava: every sample of a batch must have its image tokens at the same positions (pad on the left)");
-    return {embeds, sys, vis};
-  }
-
-  ModelConfig config_;
-  at::ScalarType dtype_;
-  at::Device device_;
   std::unique_ptr<ClipVision> vision_;
   at::Tensor proj1_, proj1_b_, proj2_, proj2_b_;
-  std::unique_ptr<LlamaDecoder> decoder_;
   int64_t feature_index_ = 0;
-  std::string report_;
 };
 
 }  // namespace

@@ -1,0 +1,47 @@
+// What LLaVA-style families share: text embeddings with the image features scattered over
+// the image tokens, a LLaMA-family decoder with one LayerKVCache per layer, prefill logits
+// and greedy decoding. A family supplies its vision tower and projector (image_features).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/models/llama_decoder.h"
+#include "core/models/model.h"
+
+namespace calibq {
+
+class VisionLanguageModel : public MultimodalModel {
+ public:
+  at::Tensor forward_logits(const ModelInputs& inputs) override;
+  at::Tensor generate_greedy(const ModelInputs& inputs, int64_t new_tokens, const KVCacheConfig& kv) override;
+  const ModelConfig& config() const override { return config_; }
+  const std::string& load_report() const override { return report_; }
+
+ protected:
+  VisionLanguageModel(ModelConfig config, at::ScalarType dtype, at::Device device)
+      : config_(std::move(config)), dtype_(dtype), device_(device) {}
+  // [B, C, H, W] pixels -> [B, tokens per image, text hidden] projected features.
+  virtual at::Tensor image_features(const at::Tensor& pixel_values) const = 0;
+
+  ModelConfig config_;
+  at::ScalarType dtype_;
+  at::Device device_;
+  std::unique_ptr<LlamaDecoder> decoder_;
+  std::string report_;
+
+ private:
+  std::vector<LayerKVCache> make_caches(const KVCacheConfig& kv) const;
+  at::Tensor positions(int64_t batch, int64_t start, int64_t len) const;
+  at::Tensor prefill_mask(const ModelInputs& in, const at::Tensor& embeds) const;
+  // Embeddings with image features in place; the system length (tokens before the first
+  // image token) and the visual length.
+  std::tuple<at::Tensor, int64_t, int64_t> input_embeddings(const ModelInputs& in) const;
+};
+
+// The first prefix under which `probe` exists in the checkpoint (else the first prefix).
+std::string first_prefix(const WeightLoader& w, const std::vector<std::string>& prefixes, const std::string& probe);
+
+}  // namespace calibq
