@@ -24,12 +24,12 @@ ModelInputs inputs_of(const std::string& dir) {
   return in;
 }
 
-class LlavaParity : public ::testing::TestWithParam<std::string> {};
+class ModelParity : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(LlavaParity, LogitsAndGreedyTokensEqualTransformers) {
+TEST_P(ModelParity, LogitsAndGreedyTokensEqualTransformers) {
   const std::string dir = fixture(GetParam());
   auto model = load_model(dir);
-  EXPECT_NE(model->load_report().find("llava: "), std::string::npos);
+  EXPECT_NE(model->load_report().find(" tensors loaded, "), std::string::npos);
   ModelInputs in = inputs_of(dir);
   auto ref = SafetensorsCheckpoint::open(dir + "/reference.safetensors");
   at::Tensor want = ref.tensor("logits");
@@ -40,7 +40,9 @@ TEST_P(LlavaParity, LogitsAndGreedyTokensEqualTransformers) {
   EXPECT_TRUE(at::equal(gen, ref.tensor("generated"))) << gen << "\nwant\n" << ref.tensor("generated");
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, LlavaParity, ::testing::Values("llava-gqa", "llava-full-tied"));
+INSTANTIATE_TEST_SUITE_P(Llava, ModelParity, ::testing::Values("llava-gqa", "llava-full-tied"));
+// InternVL (transformers layout): InternViT + pixel shuffle + projector + Qwen2 decoder.
+INSTANTIATE_TEST_SUITE_P(InternVL, ModelParity, ::testing::Values("internvl-layernorm", "internvl-rmsnorm-qknorm"));
 
 TEST(LlavaGeneration, AnyQuantizerRunsInEveryLayerAndLosslessOnesChangeNothing) {
   const std::string dir = fixture("llava-gqa");
