@@ -149,3 +149,18 @@ TEST(HfConfig, ErrorsNameFileAndKey) {
 
 }  // namespace
 }  // namespace calibq
+
+namespace calibq {
+namespace {
+
+TEST(HfConfig, TopLevelTieWordEmbeddingsGovernsMultimodalModels) {
+  // transformers 5 ties an InternVL/LLaVA head through the top-level flag, whatever
+  // text_config says (a real-size random InternVL checkpoint saved no lm_head for this reason).
+  ModelConfig m = load_model_config(std::string(CALIBQ_TEST_DATA) + "/configs/internvl-8b-shaped-transformers5.json");
+  EXPECT_TRUE(m.text.tie_word_embeddings);
+  EXPECT_EQ(m.text.model_type, "llama");
+  EXPECT_EQ(m.vision->image_size, 448);
+}
+
+}  // namespace
+}  // namespace calibq

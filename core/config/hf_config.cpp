@@ -401,6 +401,11 @@ ModelConfig parse_model_config(const json& config, const std::string& source) {
          "qwen2_vl, and the language models {})",
          source, m.model_type, kTextTypes);
   }
+  // transformers 5 ties the head through the top-level flag of multimodal configs; hub
+  // configs of the older layout carry it there too.
+  if (m.family != ModelFamily::TextOnly && m.family != ModelFamily::Qwen2VL && config.contains("tie_word_embeddings") &&
+      config["tie_word_embeddings"].is_boolean())
+    m.text.tie_word_embeddings = config["tie_word_embeddings"].get<bool>();
   if (m.family == ModelFamily::Llava && m.vision_feature_select_strategy != "default" &&
       m.vision_feature_select_strategy != "full")
     fail("{}: vision_feature_select_strategy '{}' is not supported (supported: default, full)",
