@@ -114,3 +114,31 @@ TEST(Cli, LogitsWritesLogitsAndGreedyTokens) {
 
 }  // namespace
 }  // namespace calibq
+
+namespace calibq {
+namespace {
+
+TEST(ModelPadding, APaddedTokenChangesNothingElse) {
+  // Row 1 with its first token masked out (as left padding is) must give, on its other
+  // tokens, the logits of the same row without that token: RoPE scores depend on position
+  // differences only, and masked keys get no weight. With a -inf mask the padded query row
+  // would be NaN and spread through its K/V.
+  const std::string dir = fixture("llava-gqa");
+  auto model = load_model(dir);
+  ModelInputs in = inputs_of(dir);
+  in.attention_mask = at::ones_like(in.input_ids);
+  in.attention_mask[1][0] = 0;
+  at::Tensor padded = model->forward_logits(in);
+  EXPECT_TRUE(at::isfinite(padded).all().item<bool>());
+  ModelInputs alone;
+  alone.input_ids = in.input_ids.narrow(0, 1, 1).narrow(1, 1, in.input_ids.size(1) - 1).contiguous();
+  alone.pixel_values = in.pixel_values.narrow(0, 1, 1).contiguous();
+  at::Tensor want = model->forward_logits(alone);
+  at::Tensor got = padded.narrow(0, 1, 1).narrow(1, 1, padded.size(1) - 1);
+  EXPECT_LT((got - want).abs().max().item<double>(), 1e-4);
+  // Row 0 is untouched by its neighbour's padding.
+  EXPECT_LT((padded[0] - model->forward_logits(inputs_of(dir))[0]).abs().max().item<double>(), 1e-5);
+}
+
+}  // namespace
+}  // namespace calibq

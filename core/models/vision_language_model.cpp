@@ -28,7 +28,13 @@ at::Tensor VisionLanguageModel::positions(int64_t batch, int64_t start, int64_t 
 at::Tensor VisionLanguageModel::prefill_mask(const ModelInputs& in, const at::Tensor& embeds) const {
   const int64_t b = embeds.size(0), t = embeds.size(1);
   auto opts = at::TensorOptions().dtype(embeds.scalar_type()).device(device_);
-  const double neg = -std::numeric_limits<float>::infinity();
+  // The dtype's lowest finite value, as transformers masks: a padded query row, whose keys
+  // are all masked, then attends uniformly instead of turning into NaN (which -inf would do,
+  // and which its K/V would carry into every other row).
+  const double neg = embeds.scalar_type() == at::kHalf       ? -65504.0
+                     : embeds.scalar_type() == at::kBFloat16 ? -3.3895313892515355e38
+                     : embeds.scalar_type() == at::kDouble   ? std::numeric_limits<double>::lowest()
+                                                             : std::numeric_limits<float>::lowest();
   at::Tensor mask = at::full({t, t}, neg, opts).triu(1).view({1, 1, t, t}).expand({b, 1, t, t}).clone();
   if (in.attention_mask.defined()) mask = mask.masked_fill(in.attention_mask.to(device_).view({b, 1, 1, t}) == 0, neg);
   return mask;
