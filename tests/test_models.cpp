@@ -142,3 +142,22 @@ TEST(ModelPadding, APaddedTokenChangesNothingElse) {
 
 }  // namespace
 }  // namespace calibq
+
+namespace calibq {
+namespace {
+
+TEST(ModelDtypes, Bf16OnCpuIsCloseAndFp16IsRunOrRefusedClearly) {
+  const std::string dir = fixture("llava-gqa");
+  auto ref = SafetensorsCheckpoint::open(dir + "/reference.safetensors").tensor("logits");
+  at::Tensor bf16 = load_model(dir, at::kBFloat16)->forward_logits(inputs_of(dir));
+  EXPECT_LT((bf16 - ref).abs().max().item<double>(), 0.1) << "bf16 keeps 8 mantissa bits";
+  try {
+    at::Tensor fp16 = load_model(dir, at::kHalf)->forward_logits(inputs_of(dir));
+    EXPECT_LT((fp16 - ref).abs().max().item<double>(), 0.02);
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("float16 on the CPU needs kernels this LibTorch"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace calibq

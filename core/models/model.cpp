@@ -1,5 +1,7 @@
 #include "core/models/model.h"
 
+#include <torch/version.h>
+
 #include "core/io/safetensors.h"
 #include "core/util/error.h"
 
@@ -11,7 +13,25 @@ std::unique_ptr<MultimodalModel> make_llava_model(ModelConfig config, const Safe
 std::unique_ptr<MultimodalModel> make_internvl_model(ModelConfig config, const SafetensorsCheckpoint& ck,
                                                      at::ScalarType dtype, at::Device device);
 
+namespace {
+// LibTorch 1.13's CPU kernels have no float16 matmul or convolution (2.x has them): ask
+// before loading, so that the answer is one clear error rather than a kernel's name.
+bool cpu_supports_half() {
+  try {
+    at::Tensor x = at::ones({1, 1, 2, 2}, at::kHalf);
+    at::matmul(x, x);
+    at::conv2d(x, at::ones({1, 1, 1, 1}, at::kHalf));
+    return true;
+  } catch (const c10::Error&) {
+    return false;
+  }
+}
+}  // namespace
+
 std::unique_ptr<MultimodalModel> load_model(const std::string& dir, at::ScalarType dtype, at::Device device) {
+  if (device.is_cpu() && dtype == at::kHalf && !cpu_supports_half())
+    fail("{}: float16 on the CPU needs kernels this LibTorch ({}) lacks; use bf16 or fp32 on the CPU, or fp16 on CUDA",
+         dir, TORCH_VERSION);
   ModelConfig config = load_model_config(dir);
   SafetensorsCheckpoint ck = SafetensorsCheckpoint::open(dir);
   switch (config.family) {
