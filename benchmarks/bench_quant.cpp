@@ -41,7 +41,6 @@ void BM_DecodeAttention(benchmark::State& state) {
   const std::string spec = kSpecs[state.range(0)];
   QuantErrorInput in = input();
   LayerKVCache cache({make_quantizer(spec, KVRole::Key), make_quantizer(spec, KVRole::Value), SegmentSet{}});
-  QuantErrorInput importance_in = in;
   at::Tensor imp = at::rand({in.k.size(0), in.k.size(1), in.visual_len});
   cache.prefill(in.k, in.v, in.system_len, in.visual_len, imp);
   at::Tensor q = in.q.narrow(2, 0, 1).contiguous();  // one decode query per head
