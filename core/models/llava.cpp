@@ -125,11 +125,7 @@ class LlavaModel : public VisionLanguageModel {
       proj1_b_ = w.take(pp + "linear_1.bias", {th});
       proj2_b_ = w.take(pp + "linear_2.bias", {th});
     }
-    const std::string dp = first_prefix(w, kNames.decoder, "embed_tokens.weight");
-    std::string head = kNames.lm_head.front();
-    for (const auto& n : kNames.lm_head)
-      if (w.has(n)) head = n;
-    decoder_ = std::make_unique<LlamaDecoder>(config_.text, load_llama_decoder(w, config_.text, dp, head));
+    load_decoder(w, kNames.decoder, kNames.lm_head);
     report_ = w.finish();
     if (config_.vision_feature_layers.size() != 1)
       fail("{}: llava: several vision_feature_layers are not supported yet", config_.source);

@@ -13,6 +13,18 @@ std::string first_prefix(const WeightLoader& w, const std::vector<std::string>& 
   return prefixes.front();
 }
 
+void VisionLanguageModel::load_decoder(WeightLoader& w, const std::vector<std::string>& prefixes,
+                                       const std::vector<std::string>& lm_heads) {
+  std::string head = lm_heads.front();
+  for (const auto& n : lm_heads)
+    if (w.has(n)) {
+      head = n;
+      break;
+    }
+  const std::string prefix = first_prefix(w, prefixes, "embed_tokens.weight");
+  decoder_ = std::make_unique<LlamaDecoder>(config_.text, load_llama_decoder(w, config_.text, prefix, head));
+}
+
 std::vector<LayerKVCache> VisionLanguageModel::make_caches(const KVCacheConfig& kv) const {
   std::vector<LayerKVCache> caches;
   for (int64_t i = 0; i < config_.text.num_hidden_layers; ++i) caches.emplace_back(kv);
