@@ -20,12 +20,24 @@ cv::Mat read_image(const std::string& path) {
   if (!std::filesystem::is_regular_file(path)) fail("{}: image file missing", path);
   cv::Mat img;
   try {
-    img = cv::imread(path, cv::IMREAD_COLOR);
+    // As Pillow: EXIF orientation ignored, grey replicated to RGB, alpha dropped.
+    img = cv::imread(path, cv::IMREAD_COLOR | cv::IMREAD_IGNORE_ORIENTATION);
   } catch (const cv::Exception& e) {
     fail("{}: cannot decode the image: {}", path, e.what());
   }
   if (img.empty()) fail("{}: cannot decode the image (not an image, or corrupt)", path);
   return img;
+}
+
+RgbImage read_rgb_image(const std::string& path) {
+  cv::Mat bgr = read_image(path);
+  if (bgr.depth() != CV_8U) fail("{}: only 8-bit images are supported", path);
+  cv::Mat rgb;
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  RgbImage out{rgb.cols, rgb.rows, {}};
+  out.pixels.resize(static_cast<size_t>(rgb.cols) * rgb.rows * 3);
+  for (int y = 0; y < rgb.rows; ++y) std::copy_n(rgb.ptr<uint8_t>(y), rgb.cols * 3, &out.pixels[static_cast<size_t>(y) * rgb.cols * 3]);
+  return out;
 }
 
 size_t verify_images(Dataset& data, OnError on_error) {
@@ -66,6 +78,10 @@ std::vector<std::string> write_fixture_images(const std::string& dir, int n, int
 #else
 
 bool images_supported() { return false; }
+
+RgbImage read_rgb_image(const std::string& path) {
+  fail("{}: this calibq was built without OpenCV, so it cannot decode images", path);
+}
 
 size_t verify_images(Dataset&, OnError) { fail("this calibq was built without OpenCV, so it cannot decode images"); }
 

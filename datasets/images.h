@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/vision/image_processor.h"
 #include "datasets/dataset.h"
 
 #ifdef CALIBQ_WITH_OPENCV
@@ -22,6 +23,10 @@ bool images_supported();
 // unreadable or not an image. (Only in builds with OpenCV.)
 cv::Mat read_image(const std::string& path);
 #endif
+
+// Decodes an image to 8-bit RGB as Pillow's Image.open(path).convert("RGB") does; throws
+// calibq::Error naming the file (also in builds without OpenCV, saying so).
+RgbImage read_rgb_image(const std::string& path);
 
 // Decodes every sample's image; a failure becomes a SampleProblem (or an error, when
 // on_error is Fail) and the sample leaves the dataset. Returns how many were dropped.

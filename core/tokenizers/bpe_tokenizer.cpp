@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <functional>
 
 #include "core/io/json_file.h"
 #include "core/util/error.h"
@@ -95,6 +96,34 @@ BpeTokenizer BpeTokenizer::from_file(const std::string& path) {
   if (j.contains("normalizer") && !j["normalizer"].is_null())
     fail("{}: normalizer '{}' is not supported yet", path, j["normalizer"].value("type", "?"));
 
+  // The post-processor: what add_special_tokens=True puts around one sequence
+  // (TemplateProcessing's `single`; ByteLevel and RobertaProcessing-free setups add nothing).
+  std::function<void(const json&)> post = [&](const json& pp) {
+    if (pp.is_null()) return;
+    const std::string type = pp.value("type", "");
+    if (type == "Sequence") {
+      for (const auto& p : pp.at("processors")) post(p);
+    } else if (type == "TemplateProcessing") {
+      bool after = false;
+      for (const auto& piece : pp.at("single")) {
+        if (piece.contains("Sequence")) {
+          after = true;
+          continue;
+        }
+        const std::string name = piece.at("SpecialToken").at("id").get<std::string>();
+        const json& ids = pp.at("special_tokens").at(name).at("ids");
+        for (const auto& id : ids) (after ? t.suffix_ : t.prefix_).push_back(id.get<int64_t>());
+      }
+    } else if (type != "ByteLevel") {
+      fail("{}: post_processor '{}' is not supported (supported: TemplateProcessing, ByteLevel, Sequence)", path, type);
+    }
+  };
+  try {
+    post(j.value("post_processor", json()));
+  } catch (const json::exception& e) {
+    fail("{}: post_processor: {}", path, e.what());
+  }
+
   // The pre-tokenizer: Split(regex, Isolated) + ByteLevel(use_regex=false), or ByteLevel(use_regex=true).
   std::string pattern;
   const json& pre = j.value("pre_tokenizer", json());
@@ -184,6 +213,13 @@ void BpeTokenizer::encode_piece(const std::string& piece, std::vector<int64_t>& 
     if (it == vocab_.end()) fail("{}: BPE produced '{}', which the vocabulary lacks (no unk token)", source_, s);
     out.push_back(it->second);
   }
+}
+
+std::vector<int64_t> BpeTokenizer::encode_with_special_tokens(const std::string& text) const {
+  std::vector<int64_t> ids = prefix_;
+  for (int64_t id : encode(text)) ids.push_back(id);
+  ids.insert(ids.end(), suffix_.begin(), suffix_.end());
+  return ids;
 }
 
 std::vector<int64_t> BpeTokenizer::encode(const std::string& text) const {

@@ -27,6 +27,8 @@ class BpeTokenizer {
 
   // Token ids of `text`, with no special tokens added (add_special_tokens=False).
   std::vector<int64_t> encode(const std::string& text) const;
+  // With the post-processor's special tokens around it (add_special_tokens=True), e.g. BOS.
+  std::vector<int64_t> encode_with_special_tokens(const std::string& text) const;
   std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const;
   // Throws for a token the vocabulary lacks.
   int64_t token_id(const std::string& token) const;
@@ -40,6 +42,7 @@ class BpeTokenizer {
   std::unordered_map<std::string, int64_t> vocab_;
   std::vector<std::string> id_to_token_;
   std::map<std::pair<std::string, std::string>, int> ranks_;
+  std::vector<int64_t> prefix_, suffix_;                // post-processor's special tokens
   std::vector<std::pair<std::string, int64_t>> added_;  // longest first
   std::vector<bool> special_;                           // by id
   bool ignore_merges_ = false;

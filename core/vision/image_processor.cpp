@@ -1,0 +1,263 @@
+#include "core/vision/image_processor.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "core/io/json_file.h"
+#include "core/util/error.h"
+
+namespace calibq {
+
+using json = nlohmann::json;
+
+const char* resize_backend_name(ResizeBackend b) {
+  switch (b) {
+    case ResizeBackend::Torch: return "torch";
+    case ResizeBackend::Pil: return "pil";
+  }
+  return "?";
+}
+
+namespace {
+
+// Keys' cubic convolution with a = -0.5, the antialiasing filter of Pillow and of PyTorch.
+double cubic(double x) {
+  constexpr double a = -0.5;
+  x = std::fabs(x);
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+  if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
+  return 0.0;
+}
+
+// One axis of a separable resize: per output index the first input index, the tap count
+// and the fixed-point weights.
+struct AxisWeights {
+  std::vector<int64_t> first, taps;
+  std::vector<int32_t> weights;  // out x ksize
+  int64_t ksize = 0;
+  int precision = 0;
+};
+
+AxisWeights axis_weights(int64_t in, int64_t out, ResizeBackend backend) {
+  const double scale = static_cast<double>(in) / static_cast<double>(out);
+  const double support = scale >= 1.0 ? 2.0 * scale : 2.0;
+  const double invscale = scale >= 1.0 ? 1.0 / scale : 1.0;
+  AxisWeights a;
+  a.ksize = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
+  a.first.resize(out);
+  a.taps.resize(out);
+  std::vector<double> w(out * a.ksize, 0.0);
+  double w_max = 0.0;
+  for (int64_t i = 0; i < out; ++i) {
+    const double center = scale * (static_cast<double>(i) + 0.5);
+    const int64_t lo = std::max<int64_t>(static_cast<int64_t>(center - support + 0.5), 0);
+    const int64_t n = std::min<int64_t>(static_cast<int64_t>(center + support + 0.5), in) - lo;
+    double total = 0.0;
+    for (int64_t j = 0; j < n; ++j) total += (w[i * a.ksize + j] = cubic((j + lo - center + 0.5) * invscale));
+    if (total != 0.0)
+      for (int64_t j = 0; j < n; ++j) w_max = std::max(w_max, w[i * a.ksize + j] /= total);
+    a.first[i] = lo;
+    a.taps[i] = n;
+  }
+  switch (backend) {
+    case ResizeBackend::Pil: a.precision = 22; break;  // Pillow's PRECISION_BITS = 32 - 8 - 2
+    case ResizeBackend::Torch:
+      // PyTorch's uint8 kernels hold weights in int16: the most fractional bits for which
+      // the largest weight still fits.
+      for (a.precision = 0; a.precision < 22; ++a.precision)
+        if (static_cast<int>(0.5 + w_max * (1 << (a.precision + 1))) >= (1 << 15)) break;
+      break;
+  }
+  a.weights.resize(w.size());
+  for (size_t k = 0; k < w.size(); ++k) {
+    const double v = w[k] * static_cast<double>(1 << a.precision);
+    a.weights[k] = static_cast<int32_t>(v < 0 ? v - 0.5 : v + 0.5);
+  }
+  return a;
+}
+
+uint8_t clamp8(int64_t sum, int precision) {
+  return static_cast<uint8_t>(std::clamp<int64_t>(sum >> precision, 0, 255));
+}
+
+}  // namespace
+
+RgbImage resize_bicubic(const RgbImage& image, int64_t out_width, int64_t out_height, ResizeBackend backend) {
+  if (out_width <= 0 || out_height <= 0) fail("resize: output size {}x{} must be positive", out_width, out_height);
+  RgbImage cur = image;
+  if (out_width != cur.width) {
+    const AxisWeights a = axis_weights(cur.width, out_width, backend);
+    RgbImage next{out_width, cur.height, std::vector<uint8_t>(out_width * cur.height * 3)};
+    for (int64_t y = 0; y < cur.height; ++y)
+      for (int64_t x = 0; x < out_width; ++x)
+        for (int c = 0; c < 3; ++c) {
+          int64_t sum = int64_t{1} << (a.precision - 1);
+          for (int64_t j = 0; j < a.taps[x]; ++j) sum += cur.at(y, a.first[x] + j, c) * a.weights[x * a.ksize + j];
+          next.pixels[(y * out_width + x) * 3 + c] = clamp8(sum, a.precision);
+        }
+    cur = std::move(next);
+  }
+  if (out_height != cur.height) {
+    const AxisWeights a = axis_weights(cur.height, out_height, backend);
+    RgbImage next{cur.width, out_height, std::vector<uint8_t>(cur.width * out_height * 3)};
+    for (int64_t y = 0; y < out_height; ++y)
+      for (int64_t x = 0; x < cur.width; ++x)
+        for (int c = 0; c < 3; ++c) {
+          int64_t sum = int64_t{1} << (a.precision - 1);
+          for (int64_t j = 0; j < a.taps[y]; ++j) sum += cur.at(a.first[y] + j, x, c) * a.weights[y * a.ksize + j];
+          next.pixels[(y * cur.width + x) * 3 + c] = clamp8(sum, a.precision);
+        }
+    cur = std::move(next);
+  }
+  return cur;
+}
+
+RgbImage center_crop(const RgbImage& image, int64_t width, int64_t height) {
+  // floor(d / 2), as transformers' center_crop (both its numpy and its torchvision paths;
+  // torchvision's own center_crop would round half to even instead).
+  auto offset = [](int64_t d) -> int64_t { return d >= 0 ? d / 2 : -((-d + 1) / 2); };
+  const int64_t top = offset(image.height - height), left = offset(image.width - width);
+  RgbImage out{width, height, std::vector<uint8_t>(width * height * 3, 0)};
+  for (int64_t y = 0; y < height; ++y)
+    for (int64_t x = 0; x < width; ++x) {
+      const int64_t sy = y + top, sx = x + left;
+      if (sy < 0 || sx < 0 || sy >= image.height || sx >= image.width) continue;
+      for (int c = 0; c < 3; ++c) out.pixels[(y * width + x) * 3 + c] = image.at(sy, sx, c);
+    }
+  return out;
+}
+
+RgbImage pad_to_square(const RgbImage& image, const std::array<uint8_t, 3>& fill) {
+  const int64_t side = std::max(image.width, image.height);
+  if (image.width == image.height) return image;
+  RgbImage out{side, side, std::vector<uint8_t>(side * side * 3)};
+  for (int64_t k = 0; k < side * side; ++k)
+    for (int c = 0; c < 3; ++c) out.pixels[k * 3 + c] = fill[c];
+  const int64_t top = (side - image.height) / 2, left = (side - image.width) / 2;
+  for (int64_t y = 0; y < image.height; ++y)
+    std::copy_n(&image.pixels[y * image.width * 3], image.width * 3, &out.pixels[((y + top) * side + left) * 3]);
+  return out;
+}
+
+namespace {
+
+// {"height": h, "width": w}, {"shortest_edge": s} or a bare int (square).
+void read_size(const json& j, const std::string& key, const std::string& where, int64_t& h, int64_t& w, int64_t* shortest) {
+  const json& s = j.at(key);
+  if (s.is_number_integer()) {
+    h = w = s.get<int64_t>();
+  } else if (s.contains("shortest_edge") && shortest) {
+    if (s.contains("longest_edge")) fail("{}: {}.longest_edge is not supported", where, key);
+    *shortest = s.at("shortest_edge").get<int64_t>();
+  } else if (s.contains("height") && s.contains("width")) {
+    h = s.at("height").get<int64_t>();
+    w = s.at("width").get<int64_t>();
+  } else {
+    fail("{}: {} must be an int, {{height, width}}{}; got {}", where, key, shortest ? " or {shortest_edge}" : "", s.dump());
+  }
+}
+
+}  // namespace
+
+ImageProcessorConfig ImageProcessorConfig::from_json(const json& j, const std::string& where) {
+  ImageProcessorConfig c;
+  try {
+    c.type = j.value("image_processor_type", std::string("CLIPImageProcessor"));
+    static const std::vector<std::string> known = {"CLIPImageProcessor", "CLIPImageProcessorFast", "CLIPImageProcessorPil",
+                                                   "LlavaImageProcessor", "LlavaImageProcessorFast", "LlavaImageProcessorPil"};
+    if (std::find(known.begin(), known.end(), c.type) == known.end())
+      fail("{}: image_processor_type '{}' is not supported (supported: {})", where, c.type, fmt::join(known, ", "));
+    c.backend = c.type.size() > 3 && c.type.compare(c.type.size() - 3, 3, "Pil") == 0 ? ResizeBackend::Pil : ResizeBackend::Torch;
+    c.do_resize = j.value("do_resize", true);
+    c.do_center_crop = j.value("do_center_crop", true);
+    c.do_rescale = j.value("do_rescale", true);
+    c.do_normalize = j.value("do_normalize", true);
+    c.do_pad = j.value("do_pad", false);
+    c.rescale_factor = j.value("rescale_factor", 1.0 / 255.0);
+    if (c.do_resize) {
+      read_size(j, "size", where, c.size_height, c.size_width, &c.shortest_edge);
+      const int resample = j.value("resample", 3);
+      if (resample != 3) fail("{}: resample {} is not supported (3: bicubic)", where, resample);
+    }
+    if (c.do_center_crop) read_size(j, "crop_size", where, c.crop_height, c.crop_width, nullptr);
+    for (const char* key : {"image_mean", "image_std"}) {
+      if (!j.contains(key)) continue;
+      const json& v = j.at(key);
+      if (!v.is_array() || v.size() != 3) fail("{}: {} must be a list of 3 numbers, got {}", where, key, v.dump());
+      auto& dst = std::string(key) == "image_mean" ? c.mean : c.std;
+      for (int k = 0; k < 3; ++k) dst[k] = v[k].get<double>();
+    }
+  } catch (const json::exception& e) {
+    fail("{}: {}", where, e.what());
+  }
+  return c;
+}
+
+ImageProcessorConfig ImageProcessorConfig::from_model_dir(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const std::string processor = (fs::path(dir) / "processor_config.json").string();
+  if (fs::exists(processor)) {
+    json j = read_json_file(processor);
+    if (j.contains("image_processor")) return from_json(j["image_processor"], processor + ": image_processor");
+  }
+  const std::string pre = (fs::path(dir) / "preprocessor_config.json").string();
+  if (fs::exists(pre)) return from_json(read_json_file(pre), pre);
+  fail("{}: no image processor config (processor_config.json with image_processor, or preprocessor_config.json)", dir);
+}
+
+at::Tensor preprocess_image(const RgbImage& input, const ImageProcessorConfig& c) {
+  if (input.width <= 0 || input.height <= 0 || input.pixels.size() != static_cast<size_t>(input.width * input.height * 3))
+    fail("preprocess: image of {}x{} with {} bytes is not 8-bit RGB", input.width, input.height, input.pixels.size());
+  RgbImage img = input;
+  if (c.do_pad) {
+    std::array<uint8_t, 3> fill{};
+    for (int k = 0; k < 3; ++k) fill[k] = static_cast<uint8_t>(static_cast<int>(c.mean[k] * 255));
+    img = pad_to_square(img, fill);
+  }
+  if (c.do_resize) {
+    int64_t h = c.size_height, w = c.size_width;
+    if (c.shortest_edge > 0) {  // transformers' get_resize_output_image_size(default_to_square=False)
+      const bool wide = img.width > img.height;
+      const int64_t s = wide ? img.height : img.width, l = wide ? img.width : img.height;
+      const int64_t long_side = static_cast<int64_t>(static_cast<double>(c.shortest_edge) * l / s);
+      h = wide ? c.shortest_edge : long_side;
+      w = wide ? long_side : c.shortest_edge;
+    }
+    img = resize_bicubic(img, w, h, c.backend);
+  }
+  if (c.do_center_crop) img = center_crop(img, c.crop_width, c.crop_height);
+
+  at::Tensor out = at::empty({3, img.height, img.width}, at::kFloat);
+  float* o = out.data_ptr<float>();
+  const int64_t plane = img.height * img.width;
+  for (int ch = 0; ch < 3; ++ch) {
+    const float mean = static_cast<float>(c.mean[ch]), std = static_cast<float>(c.std[ch]);
+    const float inv_rescale = static_cast<float>(1.0 / c.rescale_factor);
+    for (int64_t k = 0; k < plane; ++k) {
+      const uint8_t u = img.pixels[k * 3 + ch];
+      float v = 0.0f;
+      switch (c.backend) {
+        case ResizeBackend::Torch:
+          // torchvision path: rescale folded into mean and std, float32 throughout.
+          if (c.do_rescale && c.do_normalize) v = (static_cast<float>(u) - mean * inv_rescale) / (std * inv_rescale);
+          else if (c.do_rescale) v = static_cast<float>(u) * static_cast<float>(c.rescale_factor);
+          else if (c.do_normalize) v = (static_cast<float>(u) - mean) / std;
+          else v = static_cast<float>(u);
+          break;
+        case ResizeBackend::Pil:
+          // numpy path: rescale in float64 then float32, normalize in float32.
+          v = c.do_rescale ? static_cast<float>(static_cast<double>(u) * c.rescale_factor) : static_cast<float>(u);
+          if (c.do_normalize) v = (v - mean) / std;
+          break;
+      }
+      o[ch * plane + k] = v;
+    }
+  }
+  return out;
+}
+
+}  // namespace calibq

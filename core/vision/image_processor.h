@@ -1,0 +1,62 @@
+// Image preprocessing exactly as the Hugging Face image processors do it, on decoded 8-bit
+// RGB pixels (decoding is the caller's: datasets/images.h reads files with OpenCV).
+//
+// transformers 5's default image processors resize with torchvision on uint8 tensors, whose
+// antialiased bicubic is PyTorch's fixed-point kernel (int16 weights with a per-axis
+// precision); its "...Pil" classes resize with Pillow (int32 weights, 22 fractional bits).
+// The two differ by one grey level here and there, so both are written out below (by hand:
+// no Debian library reproduces either bit for bit; OpenCV's INTER_CUBIC/INTER_AREA do not).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace calibq {
+
+struct RgbImage {
+  int64_t width = 0, height = 0;
+  std::vector<uint8_t> pixels;  // height x width x 3, row-major
+  uint8_t at(int64_t y, int64_t x, int c) const { return pixels[(y * width + x) * 3 + c]; }
+};
+
+// Whose uint8 arithmetic a resize follows.
+enum class ResizeBackend { Torch, Pil };
+const char* resize_backend_name(ResizeBackend b);
+
+// Antialiased bicubic (a = -0.5), horizontal pass first, each pass rounded to uint8.
+RgbImage resize_bicubic(const RgbImage& image, int64_t out_width, int64_t out_height, ResizeBackend backend);
+// The centre crop at offsets d // 2 (zero padding where the image is smaller).
+RgbImage center_crop(const RgbImage& image, int64_t width, int64_t height);
+// LLaVA's expand2square: the image pasted centred on a square of `fill`.
+RgbImage pad_to_square(const RgbImage& image, const std::array<uint8_t, 3>& fill);
+
+// A CLIP-style image processor (CLIPImageProcessor, LlavaImageProcessor, and their Pil
+// variants): optional pad to square, resize of the shortest edge (or to height x width),
+// centre crop, rescale, normalize.
+struct ImageProcessorConfig {
+  std::string type = "CLIPImageProcessor";
+  ResizeBackend backend = ResizeBackend::Torch;
+  bool do_resize = true, do_center_crop = true, do_rescale = true, do_normalize = true, do_pad = false;
+  int64_t shortest_edge = 0;         // size.shortest_edge, or 0 when size gives height/width
+  int64_t size_height = 0, size_width = 0;
+  int64_t crop_height = 0, crop_width = 0;
+  double rescale_factor = 1.0 / 255.0;
+  std::array<double, 3> mean{0.48145466, 0.4578275, 0.40821073}, std{0.26862954, 0.26130258, 0.27577711};
+
+  // From an image processor's JSON (preprocessor_config.json, or processor_config.json's
+  // "image_processor"); `where` names the file in errors.
+  static ImageProcessorConfig from_json(const nlohmann::json& j, const std::string& where);
+  // From a checkpoint folder: processor_config.json (transformers 5) or preprocessor_config.json.
+  static ImageProcessorConfig from_model_dir(const std::string& dir);
+};
+
+// [3, H, W] float32 pixel values.
+at::Tensor preprocess_image(const RgbImage& image, const ImageProcessorConfig& config);
+
+}  // namespace calibq
