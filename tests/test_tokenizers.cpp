@@ -43,3 +43,20 @@ TEST(BpeTokenizer, SpecialTokensAndErrors) {
 
 }  // namespace
 }  // namespace calibq
+
+namespace calibq {
+namespace {
+// Expected strings as Python's bytes.decode("utf-8", errors="replace") gives them.
+TEST(ValidUtf8, ReplacesMaximalIllFormedSubpartsAsPython) {
+  const std::string r = "\xEF\xBF\xBD";
+  EXPECT_EQ(valid_utf8("plain \xC3\xA9"), "plain \xC3\xA9");
+  EXPECT_EQ(valid_utf8("a\xC3"), "a" + r);
+  EXPECT_EQ(valid_utf8("\xE0\x80"), r + r);            // E0 needs A0..BF next
+  EXPECT_EQ(valid_utf8("\xF0\x9F\x98"), r);             // truncated emoji: one replacement
+  EXPECT_EQ(valid_utf8("\xF0\x9F\x98x"), r + "x");
+  EXPECT_EQ(valid_utf8("\xED\xA0\x80"), r + r + r);     // a surrogate is three faults
+  EXPECT_EQ(valid_utf8("\x80\xC1\xF5"), r + r + r);     // no lead bytes
+  EXPECT_EQ(valid_utf8("\xF0\x9F\x98\x80"), "\xF0\x9F\x98\x80");
+}
+}  // namespace
+}  // namespace calibq

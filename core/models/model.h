@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/config/hf_config.h"
 #include "core/kv/kv_cache.h"
@@ -21,6 +22,27 @@ struct ModelInputs {
   at::Tensor image_grid_thw;  // Qwen2-VL
 };
 
+// How generate() picks and stops: greedy when temperature is 0, else sampling from
+// softmax(logits / temperature) restricted to the top-p nucleus, seeded (the same tokens
+// for the same seed on every device and LibTorch version: the draw is calibq's own).
+struct GenerationConfig {
+  int64_t max_new_tokens = 32;
+  double temperature = 0.0;
+  double top_p = 1.0;
+  uint64_t seed = 0;
+  std::vector<int64_t> stop_ids;  // a sample ends at the first of these (not included in its tokens)
+  int64_t pad_id = 0;             // fed to finished samples while the others go on
+};
+
+struct GenerationResult {
+  std::vector<std::vector<int64_t>> tokens;  // per sample: the new tokens, stop token excluded
+  std::vector<bool> stopped;                 // per sample: ended on a stop token (else on the length)
+  int64_t steps = 0;                         // decode steps run (forward passes after prefill)
+  double prefill_seconds = 0, decode_seconds = 0;
+  SegmentBytes kv_bytes;   // the caches of all layers after prefill, as stored
+  int64_t kv_fp16_bytes = 0;  // the same caches in fp16
+};
+
 class MultimodalModel {
  public:
   virtual ~MultimodalModel() = default;
@@ -30,6 +52,10 @@ class MultimodalModel {
   // `kv` configures every layer's cache (quantizers and segments); the visual segment is
   // where the image tokens are.
   virtual at::Tensor generate_greedy(const ModelInputs& inputs, int64_t new_tokens, const KVCacheConfig& kv) = 0;
+  // Batched generation. Padding (attention_mask 0) may sit anywhere: positions count the
+  // unmasked tokens, as transformers' generate numbers them, and padded keys are masked in
+  // every step. Every sample must have its image tokens at the same positions.
+  virtual GenerationResult generate(const ModelInputs& inputs, const GenerationConfig& gen, const KVCacheConfig& kv) = 0;
   virtual const ModelConfig& config() const = 0;
   // "llava: 87 tensors loaded, 2 ignored, 0 renamed (0.6 MiB)".
   virtual const std::string& load_report() const = 0;

@@ -1,7 +1,11 @@
 #include "core/models/vision_language_model.h"
 
+#include <algorithm>
+#include <chrono>
 #include <limits>
+#include <random>
 
+#include "core/models/sampling.h"
 #include "core/util/error.h"
 #include "core/util/shape.h"
 
@@ -37,16 +41,21 @@ at::Tensor VisionLanguageModel::positions(int64_t batch, int64_t start, int64_t 
   return at::arange(start, start + len, at::TensorOptions().dtype(at::kLong).device(device_)).unsqueeze(0).expand({batch, len});
 }
 
+// The dtype's lowest finite value, as transformers masks: a padded query row, whose keys
+// are all masked, then attends uniformly instead of turning into NaN (which -inf would do,
+// and which its K/V would carry into every other row).
+at::Tensor VisionLanguageModel::neg_inf() const {
+  const double neg = dtype_ == at::kHalf       ? -65504.0
+                     : dtype_ == at::kBFloat16 ? -3.3895313892515355e38
+                     : dtype_ == at::kDouble   ? std::numeric_limits<double>::lowest()
+                                               : std::numeric_limits<float>::lowest();
+  return at::scalar_tensor(neg, at::TensorOptions().dtype(dtype_).device(device_));
+}
+
 at::Tensor VisionLanguageModel::prefill_mask(const ModelInputs& in, const at::Tensor& embeds) const {
   const int64_t b = embeds.size(0), t = embeds.size(1);
   auto opts = at::TensorOptions().dtype(embeds.scalar_type()).device(device_);
-  // The dtype's lowest finite value, as transformers masks: a padded query row, whose keys
-  // are all masked, then attends uniformly instead of turning into NaN (which -inf would do,
-  // and which its K/V would carry into every other row).
-  const double neg = embeds.scalar_type() == at::kHalf       ? -65504.0
-                     : embeds.scalar_type() == at::kBFloat16 ? -3.3895313892515355e38
-                     : embeds.scalar_type() == at::kDouble   ? std::numeric_limits<double>::lowest()
-                                                             : std::numeric_limits<float>::lowest();
+  const double neg = neg_inf().item<double>();
   at::Tensor mask = at::full({t, t}, neg, opts).triu(1).view({1, 1, t, t}).expand({b, 1, t, t}).clone();
   if (in.attention_mask.defined()) mask = mask.masked_fill(in.attention_mask.to(device_).view({b, 1, 1, t}) == 0, neg);
   return mask;
@@ -85,19 +94,75 @@ at::Tensor VisionLanguageModel::forward_logits(const ModelInputs& in) {
 }
 
 at::Tensor VisionLanguageModel::generate_greedy(const ModelInputs& in, int64_t new_tokens, const KVCacheConfig& kv) {
+  GenerationConfig gen;
+  gen.max_new_tokens = new_tokens;  // greedy, no stop tokens: exactly new_tokens each
+  GenerationResult r = generate(in, gen, kv);
+  const int64_t b = in.input_ids.size(0);
+  at::Tensor out = at::empty({b, new_tokens}, at::kLong);
+  for (int64_t i = 0; i < b; ++i)
+    for (int64_t j = 0; j < new_tokens; ++j) out[i][j] = r.tokens[i][j];
+  return at::cat({in.input_ids.cpu().to(at::kLong), out}, 1).to(device_);
+}
+
+GenerationResult VisionLanguageModel::generate(const ModelInputs& in, const GenerationConfig& gen, const KVCacheConfig& kv) {
+  using clock = std::chrono::steady_clock;
+  if (gen.max_new_tokens <= 0) fail("generate: max_new_tokens must be positive, got {}", gen.max_new_tokens);
+  const auto t0 = clock::now();
   std::vector<LayerKVCache> caches = make_caches(kv);
   auto [embeds, sys, vis] = input_embeddings(in);
   const int64_t b = embeds.size(0), t = embeds.size(1);
-  at::Tensor hidden = decoder_->prefill(embeds, positions(b, 0, t), prefill_mask(in, embeds), caches, sys, vis);
-  at::Tensor ids = in.input_ids.to(device_);
-  at::Tensor next = decoder_->logits(hidden.narrow(1, t - 1, 1)).argmax(-1);  // [B, 1]
-  for (int64_t i = 0; i < new_tokens; ++i) {
-    ids = at::cat({ids, next}, 1);
-    if (i + 1 == new_tokens) break;
-    hidden = decoder_->decode(decoder_->embed(next), positions(b, t + i, 1), caches);
-    next = decoder_->logits(hidden).argmax(-1);
+  const auto long_opts = at::TensorOptions().dtype(at::kLong).device(device_);
+  at::Tensor mask = in.attention_mask.defined() ? in.attention_mask.to(long_opts) : at::ones({b, t}, long_opts);
+  // Positions count the unmasked tokens (transformers' generate: cumsum(mask) - 1).
+  at::Tensor pos = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1);
+  at::Tensor hidden = decoder_->prefill(embeds, pos, prefill_mask(in, embeds), caches, sys, vis);
+  at::Tensor last = decoder_->logits(hidden.narrow(1, t - 1, 1)).squeeze(1);
+  // Padded keys stay masked in every decode step.
+  at::Tensor key_mask = at::zeros({b, 1, 1, t}, embeds.options()).masked_fill(mask.view({b, 1, 1, t}) == 0, neg_inf());
+  at::Tensor next_pos = mask.sum(1, true);  // [B, 1]
+
+  GenerationResult r;
+  r.tokens.resize(b);
+  r.stopped.assign(b, false);
+  for (const auto& c : caches) {
+    SegmentBytes sb = c.bytes();
+    r.kv_bytes.system += sb.system;
+    r.kv_bytes.visual += sb.visual;
+    r.kv_bytes.text += sb.text;
+    r.kv_fp16_bytes += c.fp16_bytes();
   }
-  return ids;
+  std::mt19937_64 rng(gen.seed);
+  const SamplingSettings sampling{gen.temperature, gen.top_p};
+  auto t1 = clock::now();
+  for (int64_t i = 0; i < gen.max_new_tokens; ++i) {
+    std::vector<int64_t> next = next_tokens(last, sampling, rng);  // synchronizes with the device
+    if (i == 0) t1 = clock::now();
+    bool all_done = true;
+    for (int64_t s = 0; s < b; ++s) {
+      if (r.stopped[s] || static_cast<int64_t>(r.tokens[s].size()) == gen.max_new_tokens) {
+        next[s] = gen.pad_id;
+        continue;
+      }
+      if (std::find(gen.stop_ids.begin(), gen.stop_ids.end(), next[s]) != gen.stop_ids.end()) {
+        r.stopped[s] = true;
+        next[s] = gen.pad_id;
+        continue;
+      }
+      r.tokens[s].push_back(next[s]);
+      if (static_cast<int64_t>(r.tokens[s].size()) < gen.max_new_tokens) all_done = false;
+    }
+    if (all_done) break;
+    at::Tensor ids = at::tensor(next, at::kLong).view({b, 1}).to(device_);
+    key_mask = at::cat({key_mask, at::zeros({b, 1, 1, 1}, key_mask.options())}, 3);
+    hidden = decoder_->decode(decoder_->embed(ids), next_pos, caches, key_mask);
+    next_pos = next_pos + 1;
+    last = decoder_->logits(hidden).squeeze(1);
+    ++r.steps;
+  }
+  const auto t2 = clock::now();
+  r.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+  r.decode_seconds = std::chrono::duration<double>(t2 - t1).count();
+  return r;
 }
 
 }  // namespace calibq

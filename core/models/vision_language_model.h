@@ -17,6 +17,7 @@ class VisionLanguageModel : public MultimodalModel {
  public:
   at::Tensor forward_logits(const ModelInputs& inputs) override;
   at::Tensor generate_greedy(const ModelInputs& inputs, int64_t new_tokens, const KVCacheConfig& kv) override;
+  GenerationResult generate(const ModelInputs& inputs, const GenerationConfig& gen, const KVCacheConfig& kv) override;
   const ModelConfig& config() const override { return config_; }
   const std::string& load_report() const override { return report_; }
 
@@ -38,6 +39,7 @@ class VisionLanguageModel : public MultimodalModel {
  private:
   std::vector<LayerKVCache> make_caches(const KVCacheConfig& kv) const;
   at::Tensor positions(int64_t batch, int64_t start, int64_t len) const;
+  at::Tensor neg_inf() const;
   at::Tensor prefill_mask(const ModelInputs& in, const at::Tensor& embeds) const;
   // Embeddings with image features in place; the system length (tokens before the first
   // image token) and the visual length.

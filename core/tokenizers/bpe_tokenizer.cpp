@@ -279,6 +279,41 @@ std::string BpeTokenizer::decode(const std::vector<int64_t>& ids, bool skip_spec
       i += len;
     }
   }
+  return valid_utf8(out);
+}
+
+// Python's bytes.decode("utf-8", errors="replace"): each maximal ill-formed subsequence
+// becomes one U+FFFD (Unicode's "substitution of maximal subparts").
+std::string valid_utf8(const std::string& bytes) {
+  static const std::string kReplacement = "\xEF\xBF\xBD";
+  std::string out;
+  const size_t n = bytes.size();
+  for (size_t i = 0; i < n;) {
+    const auto b = static_cast<unsigned char>(bytes[i]);
+    if (b < 0x80) {
+      out += static_cast<char>(b);
+      ++i;
+      continue;
+    }
+    size_t need = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+    if (b >= 0xC2 && b <= 0xDF) need = 1;
+    else if (b >= 0xE0 && b <= 0xEF) need = 2, lo = b == 0xE0 ? 0xA0 : 0x80, hi = b == 0xED ? 0x9F : 0xBF;
+    else if (b >= 0xF0 && b <= 0xF4) need = 3, lo = b == 0xF0 ? 0x90 : 0x80, hi = b == 0xF4 ? 0x8F : 0xBF;
+    if (need == 0) {  // not a lead byte
+      out += kReplacement;
+      ++i;
+      continue;
+    }
+    size_t k = 1;
+    for (; k <= need && i + k < n; ++k) {
+      const auto c = static_cast<unsigned char>(bytes[i + k]);
+      if (c < (k == 1 ? lo : 0x80) || c > (k == 1 ? hi : 0xBF)) break;
+    }
+    if (k == need + 1) out.append(bytes, i, k);
+    else out += kReplacement;  // the lead and the valid continuation bytes before the fault
+    i += k;
+  }
   return out;
 }
 

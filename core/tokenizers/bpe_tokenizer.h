@@ -17,6 +17,10 @@
 
 namespace calibq {
 
+// `bytes` with every ill-formed UTF-8 sequence replaced by U+FFFD, as Python decodes
+// with errors="replace" (what tokenizers' decode returns for partial characters).
+std::string valid_utf8(const std::string& bytes);
+
 class BpeTokenizer {
  public:
   // Throws calibq::Error naming the file and key for anything it cannot read or does not support.

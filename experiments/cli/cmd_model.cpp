@@ -8,6 +8,8 @@
 
 #include "core/io/safetensors.h"
 #include "core/models/model.h"
+#include "core/models/processor.h"
+#include "datasets/images.h"
 #include "core/quant/registry.h"
 #include "core/util/error.h"
 #include "experiments/cli/commands.h"
@@ -68,6 +70,42 @@ void run_logits(const LogitsOptions& o) {
   std::cerr << fmt::format("wrote {} ({:.2f} s)\n", o.out, s);
 }
 
+struct GenerateOptions {
+  std::string model, image, prompt;
+  int64_t max_new_tokens = 64;
+  double temperature = 0.0, top_p = 1.0;
+  uint64_t seed = 0;
+  std::string dtype = "fp32", device = "cpu";
+  std::string kv, kv_key, kv_value, segments = "visual";
+};
+
+void run_generate(const GenerateOptions& o) {
+  LogitsOptions kvo;
+  kvo.kv = o.kv;
+  kvo.kv_key = o.kv_key;
+  kvo.kv_value = o.kv_value;
+  kvo.segments = o.segments;
+  KVCacheConfig kv = kv_config(kvo);
+  RgbImage image;  // inputs first: a bad file fails before the model loads
+  if (!o.image.empty()) image = read_rgb_image(o.image);
+  auto model = load_model(o.model, parse_dtype(o.dtype), parse_device(o.device));
+  std::cerr << model->load_report() << "\n";
+  ModelProcessor proc = ModelProcessor::load(o.model, model->config());
+  ProcessedSample s = proc.process(o.image.empty() ? nullptr : &image, o.prompt);
+  GenerationConfig gen;
+  gen.max_new_tokens = o.max_new_tokens;
+  gen.temperature = o.temperature;
+  gen.top_p = o.top_p;
+  gen.seed = o.seed;
+  gen.stop_ids = proc.stop_ids();
+  gen.pad_id = proc.pad_id();
+  GenerationResult r = model->generate(proc.collate({s}), gen, kv);
+  std::cout << proc.decode(r.tokens[0]) << std::endl;
+  std::cerr << fmt::format("{} tokens ({}), prefill {:.3f} s, decode {:.3f} s; KV cache {} bytes (fp16: {})\n",
+                           r.tokens[0].size(), r.stopped[0] ? "stop token" : "length", r.prefill_seconds, r.decode_seconds,
+                           r.kv_bytes.total(), r.kv_fp16_bytes);
+}
+
 }  // namespace
 
 void add_model_commands(CLI::App& app) {
@@ -84,6 +122,23 @@ void add_model_commands(CLI::App& app) {
   cmd->add_option("--kv-value", o->kv_value, "quantizer for values (overrides --kv)");
   cmd->add_option("--kv-segments", o->segments, "segments to quantize: visual, all, or a list")->capture_default_str();
   cmd->callback([o] { run_logits(*o); });
+
+  auto g = std::make_shared<GenerateOptions>();
+  CLI::App* gc = app.add_subcommand("generate", "Answer a prompt about an image (the family's chat template and processor)");
+  gc->add_option("--model", g->model, "checkpoint folder (config.json, safetensors, tokenizer.json, processor config)")->required();
+  gc->add_option("--image", g->image, "image file (omit for a text-only prompt)");
+  gc->add_option("--prompt", g->prompt, "the user's text")->required();
+  gc->add_option("--max-new-tokens", g->max_new_tokens, "most tokens to generate")->capture_default_str();
+  gc->add_option("--temperature", g->temperature, "0: greedy; else sampling")->capture_default_str();
+  gc->add_option("--top-p", g->top_p, "nucleus mass when sampling")->capture_default_str();
+  gc->add_option("--seed", g->seed, "sampling seed")->capture_default_str();
+  gc->add_option("--dtype", g->dtype, "fp32, fp16 or bf16")->capture_default_str();
+  gc->add_option("--device", g->device, "cpu or cuda[:N]")->capture_default_str();
+  gc->add_option("--kv", g->kv, "quantizer for keys and values (e.g. calibquant:bits=1)");
+  gc->add_option("--kv-key", g->kv_key, "quantizer for keys (overrides --kv)");
+  gc->add_option("--kv-value", g->kv_value, "quantizer for values (overrides --kv)");
+  gc->add_option("--kv-segments", g->segments, "segments to quantize: visual, all, or a list")->capture_default_str();
+  gc->callback([g] { run_generate(*g); });
 }
 
 }  // namespace calibq::cli

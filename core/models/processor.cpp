@@ -1,0 +1,136 @@
+#include "core/models/processor.h"
+
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "core/io/json_file.h"
+#include "core/util/error.h"
+
+namespace calibq {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+std::vector<int64_t> ids_of(const json& v) {
+  std::vector<int64_t> out;
+  if (v.is_number_integer()) out.push_back(v.get<int64_t>());
+  if (v.is_array())
+    for (const auto& x : v) out.push_back(x.get<int64_t>());
+  return out;
+}
+}  // namespace
+
+ModelProcessor ModelProcessor::load(const std::string& dir, const ModelConfig& config) {
+  switch (config.family) {
+    case ModelFamily::Llava: break;
+    case ModelFamily::InternVL:
+    case ModelFamily::Qwen2VL:
+    case ModelFamily::TextOnly:
+      fail("{}: the {} processor (chat template, image tiling) is not in calibq yet; `calibq logits` takes its tensors",
+           dir, model_family_name(config.family));
+  }
+  const std::string tok_path = (fs::path(dir) / "tokenizer.json").string();
+  if (!fs::exists(tok_path)) fail("{}: missing (calibq reads the fast tokenizer's tokenizer.json)", tok_path);
+  ModelProcessor p(BpeTokenizer::from_file(tok_path));
+  p.family_ = config.family;
+  p.image_ = ImageProcessorConfig::from_model_dir(dir);
+  const std::string proc_path = (fs::path(dir) / "processor_config.json").string();
+  json proc = fs::exists(proc_path) ? read_json_file(proc_path) : json::object();
+  try {
+    p.image_token_ = proc.value("image_token", std::string("<image>"));
+    p.patch_size_ = proc.value("patch_size", config.vision ? config.vision->patch_size : int64_t{14});
+    p.extra_image_tokens_ = proc.value("num_additional_image_tokens", int64_t{1});
+    p.drop_cls_ = proc.value("vision_feature_select_strategy", config.vision_feature_select_strategy) != "full";
+  } catch (const json::exception& e) {
+    fail("{}: {}", proc_path, e.what());
+  }
+  p.image_token_id_ = p.tokenizer_.token_id(p.image_token_);
+  if (config.image_token_id && *config.image_token_id != p.image_token_id_)
+    fail("{}: the tokenizer's '{}' is id {} but config.json says image_token_index {}", dir, p.image_token_,
+         p.image_token_id_, *config.image_token_id);
+  // Stop on generation_config.json's eos ids (else config.json's); pad with the tokenizer's pad.
+  const std::string gen_path = (fs::path(dir) / "generation_config.json").string();
+  if (fs::exists(gen_path)) p.stop_ids_ = ids_of(read_json_file(gen_path).value("eos_token_id", json()));
+  if (p.stop_ids_.empty()) p.stop_ids_ = config.text.eos_token_ids;
+  const std::string tc_path = (fs::path(dir) / "tokenizer_config.json").string();
+  json tc = fs::exists(tc_path) ? read_json_file(tc_path) : json::object();
+  if (tc.contains("pad_token") && tc["pad_token"].is_string()) p.pad_id_ = p.tokenizer_.token_id(tc["pad_token"].get<std::string>());
+  else if (config.text.pad_token_id) p.pad_id_ = *config.text.pad_token_id;
+  else if (!p.stop_ids_.empty()) p.pad_id_ = p.stop_ids_.front();
+  return p;
+}
+
+std::string ModelProcessor::chat_text(const std::string& prompt, bool with_image) const {
+  switch (family_) {
+    case ModelFamily::Llava:
+      // llava-hf's template: "USER: " + "<image>\n" per image + each text + " " + "ASSISTANT:".
+      return "USER: " + (with_image ? image_token_ + "\n" : std::string()) + prompt + " ASSISTANT:";
+    case ModelFamily::InternVL:
+    case ModelFamily::Qwen2VL:
+    case ModelFamily::TextOnly: break;
+  }
+  fail("chat template of {} is not in calibq yet", model_family_name(family_));
+}
+
+ProcessedSample ModelProcessor::process(const RgbImage* image, const std::string& prompt) const {
+  ProcessedSample s;
+  s.chat_text = chat_text(prompt, image != nullptr);
+  std::string text = s.chat_text;
+  if (image) {
+    s.pixel_values = preprocess_image(*image, image_);
+    // LlavaProcessor: (H / patch) * (W / patch) + additional tokens, less CLS for "default".
+    const int64_t n = (s.pixel_values.size(1) / patch_size_) * (s.pixel_values.size(2) / patch_size_) +
+                      extra_image_tokens_ - (drop_cls_ ? 1 : 0);
+    std::string expanded;
+    for (int64_t i = 0; i < n; ++i) expanded += image_token_;
+    text.replace(text.find(image_token_), image_token_.size(), expanded);
+  }
+  s.ids = tokenizer_.encode_with_special_tokens(text);
+  return s;
+}
+
+ModelInputs ModelProcessor::collate(const std::vector<ProcessedSample>& samples) const {
+  if (samples.empty()) fail("collate: no samples");
+  // Split point per sample: after its last image token (0 without an image).
+  std::vector<size_t> split(samples.size());
+  size_t longest = 0;
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const auto& ids = samples[i].ids;
+    for (size_t k = 0; k < ids.size(); ++k)
+      if (ids[k] == image_token_id_) split[i] = k + 1;
+    longest = std::max(longest, ids.size());
+    if (samples[i].pixel_values.defined() != samples[0].pixel_values.defined())
+      fail("collate: a batch must be all with images or all without");
+    if (split[i] != split[0])
+      fail("collate: sample {} has its image tokens ending at {}, sample 0 at {}: batch only samples of one layout", i,
+           split[i], split[0]);
+  }
+  const int64_t b = static_cast<int64_t>(samples.size()), t = static_cast<int64_t>(longest);
+  at::Tensor ids = at::full({b, t}, pad_id_, at::kLong), mask = at::zeros({b, t}, at::kLong);
+  auto id_acc = ids.accessor<int64_t, 2>();
+  auto mask_acc = mask.accessor<int64_t, 2>();
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const auto& v = samples[i].ids;
+    const size_t pad = longest - v.size();
+    for (size_t k = 0; k < v.size(); ++k) {
+      const size_t dst = k < split[i] ? k : k + pad;
+      id_acc[i][dst] = v[k];
+      mask_acc[i][dst] = 1;
+    }
+  }
+  ModelInputs in;
+  in.input_ids = ids;
+  in.attention_mask = mask;
+  if (samples[0].pixel_values.defined()) {
+    std::vector<at::Tensor> px;
+    for (const auto& s : samples) px.push_back(s.pixel_values);
+    in.pixel_values = at::stack(px);
+  }
+  return in;
+}
+
+std::string ModelProcessor::decode(const std::vector<int64_t>& ids) const { return tokenizer_.decode(ids, true); }
+
+}  // namespace calibq

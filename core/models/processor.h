@@ -1,0 +1,60 @@
+// What turns an (image, prompt) pair into the tensors a model takes, as the family's
+// Hugging Face processor does: the chat template (written here in C++, checked against
+// apply_chat_template), the image placeholder expanded to one token per visual feature,
+// the tokenizer (with BOS), the image processor; and back from tokens to text.
+// Batches pad between the image and the text, so that every sample's image tokens sit at
+// the same positions (the layout the KV cache's segments need) and positions and masks
+// make the padding invisible.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config/hf_config.h"
+#include "core/models/model.h"
+#include "core/tokenizers/bpe_tokenizer.h"
+#include "core/vision/image_processor.h"
+
+namespace calibq {
+
+struct ProcessedSample {
+  std::string chat_text;       // the template's text, placeholder not yet expanded
+  std::vector<int64_t> ids;    // placeholder expanded, special tokens added
+  at::Tensor pixel_values;     // [3, H, W]; undefined without an image
+};
+
+class ModelProcessor {
+ public:
+  // Reads tokenizer.json, the image processor config and generation_config.json of `dir`.
+  static ModelProcessor load(const std::string& dir, const ModelConfig& config);
+
+  // One user turn (the image first, then the text) and the assistant's generation prompt.
+  std::string chat_text(const std::string& prompt, bool with_image) const;
+  ProcessedSample process(const RgbImage* image, const std::string& prompt) const;
+  // Pads between the visual and the text tokens (left of everything without an image).
+  ModelInputs collate(const std::vector<ProcessedSample>& samples) const;
+  std::string decode(const std::vector<int64_t>& ids) const;  // special tokens skipped
+
+  const std::vector<int64_t>& stop_ids() const { return stop_ids_; }
+  int64_t pad_id() const { return pad_id_; }
+  int64_t image_token_id() const { return image_token_id_; }
+  const ImageProcessorConfig& image_config() const { return image_; }
+
+ private:
+  ModelProcessor(BpeTokenizer tok) : tokenizer_(std::move(tok)) {}
+  ModelFamily family_ = ModelFamily::Llava;
+  BpeTokenizer tokenizer_;
+  ImageProcessorConfig image_;
+  std::string image_token_ = "<image>";
+  int64_t image_token_id_ = 0;
+  int64_t patch_size_ = 14;
+  int64_t extra_image_tokens_ = 1;  // CLS
+  bool drop_cls_ = true;            // vision_feature_select_strategy "default"
+  std::vector<int64_t> stop_ids_;
+  int64_t pad_id_ = 0;
+};
+
+}  // namespace calibq
