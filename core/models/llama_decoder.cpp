@@ -117,8 +117,17 @@ at::Tensor LlamaDecoder::prefill(const at::Tensor& embeds, const at::Tensor& pos
     // Prefill attends in full precision (the paper's setting); the cache quantizes after.
     at::Tensor kr = k.repeat_interleave(groups, 1), vr = v.repeat_interleave(groups, 1);
     at::Tensor s = at::matmul(q, kr.transpose(-1, -2)) * scale + mask;
-    at::Tensor p = at::softmax(s.to(at::kFloat), -1).to(q.scalar_type());
-    caches[i].prefill(k, v, system_len, visual_len);
+    at::Tensor pf = at::softmax(s.to(at::kFloat), -1);
+    at::Tensor p = pf.to(q.scalar_type());
+    // The attention each visual token received, averaged over the queries and over the
+    // query heads that share its KV head (what token_drop's select=attention ranks by).
+    at::Tensor importance;
+    if (visual_len > 0) {
+      const int64_t b = q.size(0), t = q.size(2), kvh = config_.num_key_value_heads;
+      importance = pf.narrow(-1, system_len, visual_len).sum(2).div(static_cast<double>(t))
+                       .view({b, kvh, groups, visual_len}).mean(2);
+    }
+    caches[i].prefill(k, v, system_len, visual_len, importance);
     return at::matmul(p, vr);
   });
 }

@@ -13,5 +13,7 @@ void add_quant_commands(CLI::App& app, int argc, char** argv);
 void add_score_commands(CLI::App& app);
 // logits.
 void add_model_commands(CLI::App& app);
+// run, merge, plot: the experiment runner.
+void add_run_commands(CLI::App& app);
 
 }  // namespace calibq::cli

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   calibq::cli::add_quant_commands(app, argc, argv);
   calibq::cli::add_score_commands(app);
   calibq::cli::add_model_commands(app);
+  calibq::cli::add_run_commands(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {

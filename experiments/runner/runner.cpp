@@ -1,0 +1,583 @@
+#include "experiments/runner/runner.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <deque>
+#include <set>
+
+#include "analysis/metrics/caption_metrics.h"
+#include "analysis/metrics/ptb_tokenizer.h"
+#include "analysis/metrics/vqa_metrics.h"
+#include "analysis/table.h"
+#include "core/io/atomic_file.h"
+#include "core/io/json_file.h"
+#include "core/models/model.h"
+#include "core/models/processor.h"
+#include "core/quant/registry.h"
+#include "core/util/error.h"
+#include "datasets/images.h"
+
+namespace calibq {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+void parse_shard(const std::string& text, int64_t& index, int64_t& count) {
+  std::string t = text;
+  if (t.empty()) {
+    const char* id = std::getenv("SLURM_ARRAY_TASK_ID");
+    const char* n = std::getenv("SLURM_ARRAY_TASK_COUNT");
+    if (!id || !n) {
+      index = 0;
+      count = 1;
+      return;
+    }
+    t = std::string(id) + "/" + n;
+  }
+  const size_t slash = t.find('/');
+  try {
+    if (slash == std::string::npos) throw std::invalid_argument("no slash");
+    size_t used = 0;
+    index = std::stoll(t.substr(0, slash), &used);
+    if (used != slash) throw std::invalid_argument("index");
+    count = std::stoll(t.substr(slash + 1), &used);
+    if (used != t.size() - slash - 1) throw std::invalid_argument("count");
+  } catch (const std::exception&) {
+    fail("--shard '{}' is not i/n (e.g. 0/4)", t);
+  }
+  if (count < 1 || index < 0 || index >= count) fail("--shard '{}': need 0 <= i < n", t);
+}
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+// Items done, rate and time left, per cell and overall, redrawn in place on a terminal;
+// on anything else one line per finished cell.
+class Progress {
+ public:
+  Progress(int64_t total_items, size_t cells) : total_(total_items), cells_(cells), tty_(isatty(fileno(stderr)) != 0) {}
+  void start_cell(size_t index, const std::string& label, int64_t items) {
+    cell_ = index;
+    label_ = label;
+    cell_total_ = items;
+    cell_done_ = 0;
+    cell_start_ = clock_type::now();
+  }
+  void advance(int64_t n) {
+    cell_done_ += n;
+    done_ += n;
+    if (!tty_) return;
+    const double cell_s = seconds(cell_start_), all_s = seconds(start_);
+    const double rate = cell_s > 0 ? cell_done_ / cell_s : 0, all_rate = all_s > 0 ? done_ / all_s : 0;
+    std::fprintf(stderr, "\r\033[K[cell %zu/%zu %s] %lld/%lld  %.2f/s  left %s | all %lld/%lld  left %s", cell_ + 1, cells_,
+                 label_.c_str(), static_cast<long long>(cell_done_), static_cast<long long>(cell_total_), rate,
+                 eta(cell_total_ - cell_done_, rate).c_str(), static_cast<long long>(done_), static_cast<long long>(total_),
+                 eta(total_ - done_, all_rate).c_str());
+    std::fflush(stderr);
+  }
+  void skip(int64_t n) { total_ -= n; }
+  void end_cell(const std::string& summary) {
+    std::fprintf(stderr, "%s[cell %zu/%zu] %s: %s (%.1f s)\n", tty_ ? "\r\033[K" : "", cell_ + 1, cells_, label_.c_str(),
+                 summary.c_str(), seconds(cell_start_));
+  }
+
+ private:
+  static double seconds(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
+  static std::string eta(int64_t left, double rate) {
+    if (rate <= 0) return "?";
+    const auto s = static_cast<int64_t>(left / rate);
+    return fmt::format("{}:{:02d}:{:02d}", s / 3600, (s / 60) % 60, s % 60);
+  }
+  int64_t total_, done_ = 0, cell_total_ = 0, cell_done_ = 0;
+  size_t cells_, cell_ = 0;
+  bool tty_;
+  std::string label_;
+  clock_type::time_point start_ = clock_type::now(), cell_start_;
+};
+
+struct Batch {
+  int64_t index = 0;
+  std::vector<size_t> samples;
+};
+
+std::vector<Batch> make_batches(size_t n, int64_t batch_size) {
+  std::vector<Batch> out;
+  for (size_t i = 0; i < n; i += static_cast<size_t>(batch_size)) {
+    Batch b{static_cast<int64_t>(out.size()), {}};
+    for (size_t k = i; k < std::min(n, i + static_cast<size_t>(batch_size)); ++k) b.samples.push_back(k);
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+std::string shard_file(int64_t i, int64_t n) { return fmt::format("predictions.shard-{}-of-{}.jsonl", i, n); }
+
+// The complete batches of a predictions file, in file order; a batch with fewer lines than
+// it has samples (a run killed while writing) is dropped, and so is a torn last line.
+std::map<int64_t, std::vector<std::string>> read_complete_batches(const std::string& path, const std::vector<Batch>& batches) {
+  std::map<int64_t, std::vector<std::string>> by_batch;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return by_batch;
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t start = 0;
+  for (size_t nl; (nl = content.find('\n', start)) != std::string::npos; start = nl + 1) {
+    std::string line = content.substr(start, nl - start);
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::exception&) {
+      continue;
+    }
+    const int64_t b = j.value("batch", int64_t{-1});
+    if (b >= 0 && b < static_cast<int64_t>(batches.size())) by_batch[b].push_back(line);
+  }
+  for (auto it = by_batch.begin(); it != by_batch.end();)
+    it = it->second.size() == batches[it->first].samples.size() ? std::next(it) : by_batch.erase(it);
+  return by_batch;
+}
+
+void write_lines(const std::string& path, const std::map<int64_t, std::vector<std::string>>& by_batch) {
+  write_file_atomically(path, [&](std::ostream& out) {
+    for (const auto& [b, lines] : by_batch)
+      for (const auto& l : lines) out << l << '\n';
+  });
+}
+
+// Appends one batch's lines in one write, flushed to disk before the next batch starts.
+void append_batch(const std::string& path, const std::vector<std::string>& lines) {
+  std::string chunk;
+  for (const auto& l : lines) chunk += l + "\n";
+  FILE* f = std::fopen(path.c_str(), "ab");
+  if (!f) fail("{}: cannot append", path);
+  const bool ok = std::fwrite(chunk.data(), 1, chunk.size(), f) == chunk.size() && std::fflush(f) == 0 && fsync(fileno(f)) == 0;
+  std::fclose(f);
+  if (!ok) fail("{}: write failed (disk full?)", path);
+}
+
+std::string main_metric(TaskKind k) {
+  switch (k) {
+    case TaskKind::Caption: return "CIDEr";
+    case TaskKind::Vqa: return "accuracy";
+    case TaskKind::Anls: return "ANLS";
+  }
+  return "";
+}
+
+json score(TaskKind kind, const std::vector<json>& preds) {
+  json m;
+  switch (kind) {
+    case TaskKind::Caption: {
+      CaptionRefs refs;
+      CaptionCands cands;
+      for (const auto& p : preds) {
+        const std::string id = p.at("id").get<std::string>();
+        for (const auto& r : p.at("references")) refs[id].push_back(coco_tokenize(r.get<std::string>()));
+        cands[id] = coco_tokenize(p.at("prediction").get<std::string>());
+      }
+      CaptionScores s = score_captions(refs, cands);
+      for (int n = 0; n < 4; ++n) m[fmt::format("Bleu_{}", n + 1)] = s.bleu[n];
+      m["ROUGE_L"] = s.rouge_l;
+      m["CIDEr"] = s.cider;
+      m["images"] = s.images;
+      break;
+    }
+    case TaskKind::Vqa:
+    case TaskKind::Anls: {
+      std::map<std::string, std::vector<std::string>> gt;
+      std::map<std::string, std::string> answers;
+      for (const auto& p : preds) {
+        const std::string id = p.at("id").get<std::string>();
+        gt[id] = p.at("references").get<std::vector<std::string>>();
+        answers[id] = p.at("prediction").get<std::string>();
+      }
+      if (kind == TaskKind::Vqa) {
+        VqaScore s = vqa_accuracy(gt, answers);
+        m["accuracy"] = s.accuracy;
+        m["questions"] = s.questions;
+      } else {
+        AnlsScore s = anls_score(gt, answers);
+        m["ANLS"] = s.anls;
+        m["questions"] = s.questions;
+      }
+      break;
+    }
+  }
+  return m;
+}
+
+struct Loaded {
+  std::string key;
+  std::unique_ptr<MultimodalModel> model;
+  std::unique_ptr<ModelProcessor> processor;
+};
+
+at::ScalarType dtype_of(const std::string& s) { return s == "fp16" ? at::kHalf : s == "bf16" ? at::kBFloat16 : at::kFloat; }
+
+class Runner {
+ public:
+  Runner(const ExperimentConfig& exp, const RunOptions& o) : exp_(exp), o_(o) {}
+
+  Dataset& dataset(const CellConfig& cell) {
+    const std::string key = cell.resolved.at("dataset").dump();
+    auto it = datasets_.find(key);
+    if (it == datasets_.end()) it = datasets_.emplace(key, load_dataset(cell.dataset)).first;
+    return it->second;
+  }
+
+  Loaded& model(const CellConfig& cell) {
+    const std::string key = cell.resolved.at("model").dump();
+    if (loaded_.key != key) {
+      loaded_.model.reset();
+      at::Device device = cell.model.device == "cpu" ? at::Device(at::kCPU) : at::Device(cell.model.device);
+      if (device.is_cuda() && !at::hasCUDA()) fail("{}: model.device {}: this calibq has no CUDA device", exp_.file, cell.model.device);
+      loaded_.model = load_model(cell.model.path, dtype_of(cell.model.dtype), device);
+      loaded_.processor = std::make_unique<ModelProcessor>(ModelProcessor::load(cell.model.path, loaded_.model->config()));
+      loaded_.key = key;
+      std::cerr << loaded_.model->load_report() << "\n";
+    }
+    return loaded_;
+  }
+
+  std::string cell_dir(const CellConfig& cell) const { return (fs::path(o_.out_dir) / "cells" / cell.dir).string(); }
+
+  void write_cell_config(const CellConfig& cell) {
+    const std::string dir = cell_dir(cell);
+    fs::create_directories(dir);
+    json j = {{"experiment", exp_.name}, {"file", fs::absolute(exp_.file).string()}, {"label", cell.label},
+              {"values", cell.values}, {"hash", cell.hash}, {"config", cell.resolved}};
+    write_text_atomically(dir + "/config.json", j.dump(1) + "\n");
+  }
+
+  // Generates this shard's missing batches of a cell; true when it generated anything.
+  bool generate_cell(const CellConfig& cell, Progress& progress, size_t cell_index) {
+    const bool sharded = o_.shard_count > 1;
+    const std::string dir = cell_dir(cell);
+    const std::string pred = dir + "/" + (sharded ? shard_file(o_.shard_index, o_.shard_count) : "predictions.jsonl");
+    Dataset& data = dataset(cell);
+    const std::vector<Batch> batches = make_batches(data.samples.size(), cell.generation.batch_size);
+    auto done = read_complete_batches(pred, batches);
+    write_lines(pred, done);  // drops a half-written batch from the file
+    std::vector<const Batch*> todo;
+    int64_t mine = 0;
+    for (const auto& b : batches) {
+      if (b.index % o_.shard_count != o_.shard_index) continue;
+      mine += static_cast<int64_t>(b.samples.size());
+      if (!done.count(b.index)) todo.push_back(&b);
+    }
+    int64_t todo_items = 0;
+    for (const auto* b : todo) todo_items += static_cast<int64_t>(b->samples.size());
+    progress.skip(mine - todo_items);
+    progress.start_cell(cell_index, cell.label, todo_items);
+    if (todo.empty()) return false;
+
+    Loaded& m = model(cell);
+    KVCacheConfig kv{nullptr, nullptr, SegmentSet::parse(cell.kv.segments)};
+    if (!cell.kv.key_spec().empty()) kv.key = make_quantizer(cell.kv.key_spec(), KVRole::Key);
+    if (!cell.kv.value_spec().empty()) kv.value = make_quantizer(cell.kv.value_spec(), KVRole::Value);
+    GenerationConfig gen;
+    gen.max_new_tokens = cell.generation.max_new_tokens;
+    gen.temperature = cell.generation.temperature;
+    gen.top_p = cell.generation.top_p;
+    gen.stop_ids = m.processor->stop_ids();
+    gen.pad_id = m.processor->pad_id();
+
+    json timing = {{"prefill_seconds", 0.0}, {"decode_seconds", 0.0}, {"new_tokens", 0}, {"samples", 0}, {"decode_steps", 0},
+                   {"kv_bytes", 0}, {"kv_fp16_bytes", 0}};
+    for (const Batch* b : todo) {
+      std::vector<ProcessedSample> processed;
+      std::deque<RgbImage> images;
+      for (size_t s : b->samples) {
+        const Sample& sample = data.samples[s];
+        images.push_back(read_rgb_image(sample.image));
+        processed.push_back(m.processor->process(&images.back(), sample.prompt));
+      }
+      // Sampling seeds by batch, so that a shard or a resumed run draws what one run draws.
+      gen.seed = cell.generation.seed * 1000003ULL + static_cast<uint64_t>(b->index);
+      GenerationResult r = m.model->generate(m.processor->collate(processed), gen, kv);
+      std::vector<std::string> lines;
+      for (size_t k = 0; k < b->samples.size(); ++k) {
+        const Sample& sample = data.samples[b->samples[k]];
+        json line = {{"batch", b->index},
+                     {"id", sample.id},
+                     {"image", fs::path(sample.image).filename().string()},
+                     {"prompt", sample.prompt},
+                     {"prediction", m.processor->decode(r.tokens[k])},
+                     {"references", sample.references},
+                     {"new_tokens", r.tokens[k].size()},
+                     {"stopped", static_cast<bool>(r.stopped[k])}};
+        lines.push_back(line.dump());
+        timing["new_tokens"] = timing["new_tokens"].get<int64_t>() + static_cast<int64_t>(r.tokens[k].size());
+      }
+      append_batch(pred, lines);
+      timing["prefill_seconds"] = timing["prefill_seconds"].get<double>() + r.prefill_seconds;
+      timing["decode_seconds"] = timing["decode_seconds"].get<double>() + r.decode_seconds;
+      timing["samples"] = timing["samples"].get<int64_t>() + static_cast<int64_t>(b->samples.size());
+      timing["decode_steps"] = timing["decode_steps"].get<int64_t>() + r.steps;
+      timing["kv_bytes"] = timing["kv_bytes"].get<int64_t>() + r.kv_bytes.total();
+      timing["kv_fp16_bytes"] = timing["kv_fp16_bytes"].get<int64_t>() + r.kv_fp16_bytes;
+      progress.advance(static_cast<int64_t>(b->samples.size()));
+    }
+    const double decode_s = timing["decode_seconds"].get<double>();
+    timing["decode_tokens_per_second"] = decode_s > 0 ? timing["new_tokens"].get<int64_t>() / decode_s : 0.0;
+    timing["kv_bytes_per_sample"] = timing["kv_bytes"].get<int64_t>() / std::max<int64_t>(1, timing["samples"].get<int64_t>());
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    timing["peak_rss_mib"] = ru.ru_maxrss / 1024.0;
+    timing["device"] = cell.model.device;
+    timing["note"] = "this process's share: a resumed or sharded run times only the batches it generated";
+    write_text_atomically(dir + "/" + (sharded ? fmt::format("timing.shard-{}-of-{}.json", o_.shard_index, o_.shard_count)
+                                               : std::string("timing.json")),
+                          timing.dump(1) + "\n");
+    return true;
+  }
+
+  // predictions.jsonl -> metrics.json.
+  json finalize_cell(const CellConfig& cell) {
+    const std::string dir = cell_dir(cell);
+    Dataset& data = dataset(cell);
+    std::vector<json> preds;
+    std::ifstream in(dir + "/predictions.jsonl");
+    for (std::string line; std::getline(in, line);) preds.push_back(json::parse(line));
+    if (preds.size() != data.samples.size())
+      fail("{}/predictions.jsonl: {} predictions for {} samples", dir, preds.size(), data.samples.size());
+    json metrics = score(data.kind, preds);
+    metrics["task"] = task_kind_name(data.kind);
+    metrics["samples"] = preds.size();
+    metrics["skipped_samples"] = data.problems.size();
+    write_text_atomically(dir + "/metrics.json", metrics.dump(1) + "\n");
+    return metrics;
+  }
+
+  void summary() {
+    std::vector<std::string> keys = exp_.sweep_keys;
+    if (keys.empty()) keys = {};
+    std::string metric = exp_.table.metric;
+    std::vector<json> metrics;
+    for (const auto& cell : exp_.cells) {
+      const std::string path = cell_dir(cell) + "/metrics.json";
+      if (!fs::exists(path)) fail("{}: missing (cell {} not finished)", path, cell.label);
+      metrics.push_back(read_json_file(path));
+      if (metric.empty()) metric = main_metric(dataset(cell).kind);
+    }
+    // Every cell with every metric (a long table).
+    std::vector<std::string> metric_names;
+    for (const auto& [k, v] : metrics.front().items())
+      if (v.is_number_float()) metric_names.push_back(k);
+    std::vector<std::string> cols = keys;
+    cols.push_back("kv.key");
+    cols.push_back("kv.value");
+    for (const auto& m : metric_names) cols.push_back(m);
+    Table all(cols);
+    for (size_t i = 0; i < exp_.cells.size(); ++i) {
+      std::vector<std::string> row;
+      for (const auto& k : keys) row.push_back(exp_.cells[i].values.at(k));
+      row.push_back(exp_.cells[i].kv.key_spec().empty() ? "none" : exp_.cells[i].kv.key_spec());
+      row.push_back(exp_.cells[i].kv.value_spec().empty() ? "none" : exp_.cells[i].kv.value_spec());
+      for (const auto& m : metric_names) row.push_back(cell(metrics[i].at(m).get<double>(), 4));
+      all.add_row(row);
+    }
+    const std::string out = o_.out_dir;
+    write_text_atomically(out + "/cells.csv", all.csv());
+    write_text_atomically(out + "/cells.md", all.markdown());
+
+    // The paper-style table: rows x columns of one metric.
+    auto is_key = [&](const std::string& k) { return std::find(keys.begin(), keys.end(), k) != keys.end(); };
+    std::vector<std::string> rows, columns;
+    for (const auto& k : exp_.table.rows)
+      if (is_key(k)) rows.push_back(k);
+    for (const auto& k : exp_.table.columns)
+      if (is_key(k) && std::find(rows.begin(), rows.end(), k) == rows.end()) columns.push_back(k);
+    for (const auto& k : keys)
+      if (std::find(rows.begin(), rows.end(), k) == rows.end() && std::find(columns.begin(), columns.end(), k) == columns.end())
+        rows.push_back(k);  // every sweep key shows somewhere
+    auto key_of = [&](const CellConfig& c, const std::vector<std::string>& ks) {
+      std::vector<std::string> v;
+      for (const auto& k : ks) v.push_back(c.values.at(k));
+      return fmt::format("{}", fmt::join(v, " "));
+    };
+    std::vector<std::string> row_keys, col_keys;
+    for (const auto& c : exp_.cells) {
+      const std::string r = key_of(c, rows), k = key_of(c, columns);
+      if (std::find(row_keys.begin(), row_keys.end(), r) == row_keys.end()) row_keys.push_back(r);
+      if (std::find(col_keys.begin(), col_keys.end(), k) == col_keys.end()) col_keys.push_back(k);
+    }
+    std::vector<std::string> header{rows.empty() ? std::string("cell") : fmt::format("{}", fmt::join(rows, " "))};
+    for (const auto& k : col_keys) header.push_back(columns.empty() ? metric : fmt::format("{}={}", fmt::join(columns, ","), k));
+    Table t(header);
+    for (const auto& r : row_keys) {
+      std::vector<std::string> line{r.empty() ? std::string("base") : r};
+      for (const auto& k : col_keys) {
+        std::string v = "-";
+        for (size_t i = 0; i < exp_.cells.size(); ++i)
+          if (key_of(exp_.cells[i], rows) == r && key_of(exp_.cells[i], columns) == k && metrics[i].contains(metric))
+            v = cell(metrics[i].at(metric).get<double>(), 4);
+        line.push_back(v);
+      }
+      t.add_row(line);
+    }
+    const std::string caption = fmt::format("{}: {} ({})", exp_.name, metric, fs::path(exp_.file).filename().string());
+    write_text_atomically(out + "/summary.md", "# " + caption + "\n\n" + t.markdown() + "\nCommand: `" + o_.command + "`\n");
+    write_text_atomically(out + "/summary.csv", t.csv());
+    write_text_atomically(out + "/summary.tex", t.latex(caption));
+    write_text_atomically(out + "/summary.json",
+                          json({{"experiment", exp_.name}, {"metric", metric}, {"rows", t.json()}, {"cells", all.json()},
+                                {"command", o_.command}}).dump(1) + "\n");
+    write_text_atomically(out + "/command.txt", o_.command + "\n");
+    plot_metric(metric, metrics);
+    std::cerr << "\n" << t.markdown();
+  }
+
+  void plot_metric(const std::string& metric, const std::vector<json>& metrics) {
+    const std::string plots = o_.out_dir + "/plots";
+    fs::create_directories(plots);
+    const bool by_bits = std::find(exp_.sweep_keys.begin(), exp_.sweep_keys.end(), "kv.bits") != exp_.sweep_keys.end();
+    std::map<std::string, std::vector<std::pair<std::string, double>>> series;  // label -> (x, y)
+    for (size_t i = 0; i < exp_.cells.size(); ++i) {
+      const auto& c = exp_.cells[i];
+      std::vector<std::string> rest;
+      for (const auto& [k, v] : c.values)
+        if (k != "kv.bits") rest.push_back(v);
+      const std::string label = rest.empty() ? metric : fmt::format("{}", fmt::join(rest, " "));
+      if (!metrics[i].contains(metric)) continue;
+      const double y = metrics[i].at(metric).get<double>();
+      if (by_bits && c.kv.key_spec().find("bits=") == std::string::npos && c.kv.value_spec().find("bits=") == std::string::npos) {
+        // A quantizer without bits (none, fp16, token_drop): a flat reference line.
+        std::set<int64_t> all_bits;
+        for (const auto& other : exp_.cells) all_bits.insert(std::stoll(other.values.at("kv.bits")));
+        for (int64_t b : all_bits) series[label + " (no bits)"].emplace_back(std::to_string(b), y);
+        continue;
+      }
+      series[by_bits ? label : metric].emplace_back(by_bits ? c.values.at("kv.bits") : c.label, y);
+    }
+    double max_bits = 1;
+    if (by_bits)
+      for (const auto& c : exp_.cells) max_bits = std::max(max_bits, std::stod(c.values.at("kv.bits")));
+    std::string dat, plot_cmd;
+    int idx = 0;
+    for (const auto& [label, pts] : series) {
+      dat += "# " + label + "\n";
+      for (size_t k = 0; k < pts.size(); ++k)
+        dat += by_bits ? fmt::format("{} {:.6f}\n", pts[k].first, pts[k].second) : fmt::format("{} \"{}\" {:.6f}\n", k, pts[k].first, pts[k].second);
+      dat += "\n\n";
+      const bool flat = label.find(" (no bits)") != std::string::npos;
+      plot_cmd += fmt::format("{}'metric_vs_bits.dat' index {} using {} with {} title \"{}\"", idx ? ", " : "", idx,
+                              by_bits ? "1:2" : "1:3:xtic(2)",
+                              by_bits ? (flat ? "lines dt 2 lw 2" : "linespoints lw 2 pt 7") : "boxes", label);
+      ++idx;
+    }
+    write_text_atomically(plots + "/metric_vs_bits.dat", dat);
+    std::string gp = fmt::format(
+        "# {} of every cell; re-render with `calibq plot <run folder>` or `gnuplot metric_vs_bits.gp` here.\n"
+        "set termoption noenhanced\nset ylabel \"{}\"\nset grid\nset key outside right\n{}\n"
+        "set terminal pngcairo size 900,500 font \",11\"\nset output \"metric_vs_bits.png\"\nplot {}\n"
+        "set terminal svg size 900,500 dynamic\nset output \"metric_vs_bits.svg\"\nplot {}\n",
+        metric, metric,
+        by_bits ? fmt::format("set xlabel \"bits\"\nset logscale x 2\nset xrange [0.8:{}]", max_bits * 1.3) : "set style fill solid 0.6\nset boxwidth 0.7\nset xtics rotate by -30",
+        plot_cmd, plot_cmd);
+    write_text_atomically(plots + "/metric_vs_bits.gp", gp);
+    render_plots(o_.out_dir);
+  }
+
+  const ExperimentConfig& exp_;
+  const RunOptions& o_;
+  std::map<std::string, Dataset> datasets_;
+  Loaded loaded_;
+};
+
+}  // namespace
+
+int render_plots(const std::string& dir) {
+  const fs::path plots = fs::path(dir) / "plots";
+  if (!fs::is_directory(plots)) fail("{}: no plots folder", plots.string());
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(plots)) {
+    if (e.path().extension() != ".gp") continue;
+    const std::string cmd = fmt::format("cd '{}' && gnuplot '{}' 2>&1", plots.string(), e.path().filename().string());
+    FILE* p = popen(cmd.c_str(), "r");
+    if (!p) fail("cannot run gnuplot");
+    std::string out;
+    char buf[512];
+    while (std::fgets(buf, sizeof buf, p)) out += buf;
+    const int rc = pclose(p);
+    if (rc != 0) fail("{}: gnuplot failed ({}): {}", e.path().string(), rc, out.substr(0, 400));
+    ++n;
+  }
+  return n;
+}
+
+int run_experiment(const ExperimentConfig& exp, const RunOptions& o) {
+  if (o.dry_run) {
+    std::cout << fmt::format("{}: {} cells ({} duplicates dropped), sweep over {}\n", exp.file, exp.cells.size(),
+                             exp.duplicates.size(), exp.sweep_keys.empty() ? "nothing" : fmt::format("{}", fmt::join(exp.sweep_keys, ", ")));
+    for (size_t i = 0; i < exp.cells.size(); ++i) {
+      const auto& c = exp.cells[i];
+      std::cout << fmt::format("{:3d}  {}  key={} value={} segments={}  -> cells/{}\n", i + 1, c.label,
+                               c.kv.key_spec().empty() ? "none" : c.kv.key_spec(),
+                               c.kv.value_spec().empty() ? "none" : c.kv.value_spec(), c.kv.segments, c.dir);
+    }
+    for (const auto& d : exp.duplicates) std::cout << "     (duplicate of an earlier cell: " << d << ")\n";
+    return 0;
+  }
+  fs::create_directories(o.out_dir);
+  Runner r(exp, o);
+  int64_t total = 0;
+  for (const auto& c : exp.cells) total += static_cast<int64_t>(r.dataset(c).samples.size());
+  Progress progress(total, exp.cells.size());
+  int finished = 0;
+  for (size_t i = 0; i < exp.cells.size(); ++i) {
+    const CellConfig& c = exp.cells[i];
+    r.write_cell_config(c);
+    const bool unsharded = o.shard_count == 1;
+    if (unsharded && fs::exists(r.cell_dir(c) + "/metrics.json")) {
+      progress.skip(static_cast<int64_t>(r.dataset(c).samples.size()));
+      continue;
+    }
+    r.generate_cell(c, progress, i);
+    if (unsharded) {
+      json m = r.finalize_cell(c);
+      const std::string metric = main_metric(r.dataset(c).kind);
+      progress.end_cell(fmt::format("{} {:.4f}", metric, m.value(metric, 0.0)));
+      ++finished;
+    } else {
+      progress.end_cell(fmt::format("shard {}/{} done", o.shard_index, o.shard_count));
+    }
+  }
+  if (o.shard_count == 1) r.summary();
+  return finished;
+}
+
+void merge_experiment(const ExperimentConfig& exp, const RunOptions& o) {
+  Runner r(exp, o);
+  for (const auto& c : exp.cells) {
+    const std::string dir = r.cell_dir(c);
+    Dataset& data = r.dataset(c);
+    const std::vector<Batch> batches = make_batches(data.samples.size(), c.generation.batch_size);
+    std::map<int64_t, std::vector<std::string>> all;
+    int64_t shards = 0;
+    if (fs::is_directory(dir))
+      for (const auto& e : fs::directory_iterator(dir)) {
+        const std::string name = e.path().filename().string();
+        if (name.rfind("predictions.shard-", 0) != 0) continue;
+        ++shards;
+        for (auto& [b, lines] : read_complete_batches(e.path().string(), batches)) all[b] = lines;
+      }
+    if (all.size() != batches.size())
+      fail("{}: shards hold {} of {} batches of cell {} ({} shard files): run the missing shards first", dir, all.size(),
+           batches.size(), c.label, shards);
+    write_lines(dir + "/predictions.jsonl", all);
+    r.finalize_cell(c);
+  }
+  r.summary();
+}
+
+}  // namespace calibq
