@@ -82,6 +82,26 @@ TEST_F(Pipeline, GreedyTokensAndTextEqualTransformersAloneAndInAPaddedBatch) {
   EXPECT_EQ(rq.kv_bytes.text, r.kv_bytes.text);
 }
 
+// token_drop ranks visual tokens by prefill attention, which the decoder computes only
+// for caches that ask for it.
+TEST_F(Pipeline, TokenDropGetsPrefillAttentionOnlyWhereItAsks) {
+  auto q = [](const std::string& spec, KVRole role) {
+    return QuantizerRegistry::instance().make(parse_quantizer_spec(spec), role);
+  };
+  const KVCacheConfig drop{q("token_drop:keep=0.5", KVRole::Key), q("token_drop:keep=0.5", KVRole::Value), SegmentSet{}};
+  EXPECT_TRUE(LayerKVCache(drop).needs_visual_importance());
+  EXPECT_FALSE(LayerKVCache({drop.key, drop.value, SegmentSet::parse("text")}).needs_visual_importance());
+  EXPECT_FALSE(LayerKVCache({q("token_drop:select=uniform", KVRole::Key), q("token_drop:select=uniform", KVRole::Value),
+                             SegmentSet{}}).needs_visual_importance());
+  EXPECT_FALSE(LayerKVCache({q("uniform", KVRole::Key), q("uniform", KVRole::Value), SegmentSet{}}).needs_visual_importance());
+  ModelInputs batch = proc->collate(samples);
+  GenerationResult full = model->generate(batch, greedy(4), {nullptr, nullptr, SegmentSet{}});
+  GenerationResult dropped = model->generate(batch, greedy(4), drop);
+  // Half the visual tokens, plus their int64 indices.
+  EXPECT_GT(dropped.kv_bytes.visual * 2, full.kv_bytes.visual);
+  EXPECT_LT(dropped.kv_bytes.visual * 10, full.kv_bytes.visual * 6);
+}
+
 TEST_F(Pipeline, StopTokensEndEachSampleOnItsOwn) {
   GenerationConfig g = greedy(8);
   g.stop_ids = {want(0)[2]};  // sample 0 stops after two tokens

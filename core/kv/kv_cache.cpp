@@ -159,6 +159,11 @@ at::Tensor LayerKVCache::attend(const at::Tensor& q, double scale, const at::Ten
   return unfold_query_heads(out, hq, t).to(q.scalar_type());
 }
 
+bool LayerKVCache::needs_visual_importance() const {
+  if (!config_.quantized.contains(Segment::Visual)) return false;
+  return (config_.key && config_.key->needs_importance()) || (config_.value && config_.value->needs_importance());
+}
+
 SegmentBytes LayerKVCache::bytes() const {
   SegmentBytes out;
   for (const Block& b : blocks_) {

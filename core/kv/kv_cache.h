@@ -40,6 +40,12 @@ struct KVCacheConfig {
 struct SegmentBytes {
   int64_t system = 0, visual = 0, text = 0;
   int64_t total() const { return system + visual + text; }
+  SegmentBytes& operator+=(const SegmentBytes& o) {
+    system += o.system;
+    visual += o.visual;
+    text += o.text;
+    return *this;
+  }
 };
 
 class LayerKVCache {
@@ -61,6 +67,10 @@ class LayerKVCache {
   // softmax(scores + mask) · V as [B, Hq, T, D] in q's dtype. additive_mask broadcasts to
   // [B, Hq, T, length()] (e.g. causal masking of several new tokens); may be undefined.
   at::Tensor attend(const at::Tensor& q, double scale, const at::Tensor& additive_mask = {}) const;
+
+  // Whether prefill should pass visual_importance (a quantizer of the visual segment ranks
+  // tokens by prefill attention).
+  bool needs_visual_importance() const;
 
   int64_t length() const { return length_; }
   int64_t batch() const { return batch_; }

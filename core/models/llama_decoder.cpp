@@ -122,7 +122,7 @@ at::Tensor LlamaDecoder::prefill(const at::Tensor& embeds, const at::Tensor& pos
     // The attention each visual token received, averaged over the queries and over the
     // query heads that share its KV head (what token_drop's select=attention ranks by).
     at::Tensor importance;
-    if (visual_len > 0) {
+    if (visual_len > 0 && caches[i].needs_visual_importance()) {
       const int64_t b = q.size(0), t = q.size(2), kvh = config_.num_key_value_heads;
       importance = pf.narrow(-1, system_len, visual_len).sum(2).div(static_cast<double>(t))
                        .view({b, kvh, groups, visual_len}).mean(2);

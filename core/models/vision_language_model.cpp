@@ -125,10 +125,7 @@ GenerationResult VisionLanguageModel::generate(const ModelInputs& in, const Gene
   r.tokens.resize(b);
   r.stopped.assign(b, false);
   for (const auto& c : caches) {
-    SegmentBytes sb = c.bytes();
-    r.kv_bytes.system += sb.system;
-    r.kv_bytes.visual += sb.visual;
-    r.kv_bytes.text += sb.text;
+    r.kv_bytes += c.bytes();
     r.kv_fp16_bytes += c.fp16_bytes();
   }
   std::mt19937_64 rng(gen.seed);

@@ -58,6 +58,9 @@ class KVQuantizer {
   // the 1/sqrt(d) scaling). Identity except for quantizers that calibrate (CalibQuant).
   virtual at::Tensor calibrate_scores(const at::Tensor& scores) const { return scores; }
   virtual bool calibrates() const { return false; }
+  // Whether quantize() ranks tokens by QuantContext::importance (prefill attention), which
+  // the model then computes; false spares every prefill that work.
+  virtual bool needs_importance() const { return false; }
   // Nominal bits per element (16 for fp16, 32 for fp32); for tables.
   virtual double nominal_bits() const = 0;
 

@@ -84,36 +84,33 @@ uint8_t clamp8(int64_t sum, int precision) {
   return static_cast<uint8_t>(std::clamp<int64_t>(sum >> precision, 0, 255));
 }
 
+// One pass of the separable resize, along x (horizontal) or y, rounded to uint8.
+RgbImage resample_axis(const RgbImage& in, int64_t out_len, bool horizontal, ResizeBackend backend) {
+  const AxisWeights a = axis_weights(horizontal ? in.width : in.height, out_len, backend);
+  RgbImage out{horizontal ? out_len : in.width, horizontal ? in.height : out_len, {}};
+  out.pixels.resize(static_cast<size_t>(out.width * out.height * 3));
+  for (int64_t y = 0; y < out.height; ++y)
+    for (int64_t x = 0; x < out.width; ++x) {
+      const int64_t o = horizontal ? x : y;
+      for (int c = 0; c < 3; ++c) {
+        int64_t sum = int64_t{1} << (a.precision - 1);
+        for (int64_t j = 0; j < a.taps[o]; ++j) {
+          const int64_t src = a.first[o] + j;
+          sum += (horizontal ? in.at(y, src, c) : in.at(src, x, c)) * a.weights[o * a.ksize + j];
+        }
+        out.pixels[(y * out.width + x) * 3 + c] = clamp8(sum, a.precision);
+      }
+    }
+  return out;
+}
+
 }  // namespace
 
 RgbImage resize_bicubic(const RgbImage& image, int64_t out_width, int64_t out_height, ResizeBackend backend) {
   if (out_width <= 0 || out_height <= 0) fail("resize: output size {}x{} must be positive", out_width, out_height);
-  RgbImage cur = image;
-  if (out_width != cur.width) {
-    const AxisWeights a = axis_weights(cur.width, out_width, backend);
-    RgbImage next{out_width, cur.height, std::vector<uint8_t>(out_width * cur.height * 3)};
-    for (int64_t y = 0; y < cur.height; ++y)
-      for (int64_t x = 0; x < out_width; ++x)
-        for (int c = 0; c < 3; ++c) {
-          int64_t sum = int64_t{1} << (a.precision - 1);
-          for (int64_t j = 0; j < a.taps[x]; ++j) sum += cur.at(y, a.first[x] + j, c) * a.weights[x * a.ksize + j];
-          next.pixels[(y * out_width + x) * 3 + c] = clamp8(sum, a.precision);
-        }
-    cur = std::move(next);
-  }
-  if (out_height != cur.height) {
-    const AxisWeights a = axis_weights(cur.height, out_height, backend);
-    RgbImage next{cur.width, out_height, std::vector<uint8_t>(cur.width * out_height * 3)};
-    for (int64_t y = 0; y < out_height; ++y)
-      for (int64_t x = 0; x < cur.width; ++x)
-        for (int c = 0; c < 3; ++c) {
-          int64_t sum = int64_t{1} << (a.precision - 1);
-          for (int64_t j = 0; j < a.taps[y]; ++j) sum += cur.at(a.first[y] + j, x, c) * a.weights[y * a.ksize + j];
-          next.pixels[(y * cur.width + x) * 3 + c] = clamp8(sum, a.precision);
-        }
-    cur = std::move(next);
-  }
-  return cur;
+  // Horizontal first, as Pillow and PyTorch do; an axis already at its size is not touched.
+  RgbImage cur = out_width != image.width ? resample_axis(image, out_width, true, backend) : image;
+  return out_height != cur.height ? resample_axis(cur, out_height, false, backend) : cur;
 }
 
 RgbImage center_crop(const RgbImage& image, int64_t width, int64_t height) {

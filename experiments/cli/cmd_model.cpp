@@ -18,11 +18,25 @@ namespace calibq::cli {
 
 namespace {
 
-struct LogitsOptions {
-  std::string model, inputs, out;
-  int64_t generate = 0;
+// What `logits` and `generate` both take: the checkpoint, where it runs, and the KV cache.
+struct ModelFlags {
+  std::string model;
   std::string dtype = "fp32", device = "cpu";
   std::string kv, kv_key, kv_value, segments = "visual";
+};
+
+void add_model_flags(CLI::App* cmd, ModelFlags& f) {
+  cmd->add_option("--dtype", f.dtype, "fp32, fp16 or bf16")->capture_default_str();
+  cmd->add_option("--device", f.device, "cpu or cuda[:N]")->capture_default_str();
+  cmd->add_option("--kv", f.kv, "quantizer for keys and values (e.g. calibquant:bits=1)");
+  cmd->add_option("--kv-key", f.kv_key, "quantizer for keys (overrides --kv)");
+  cmd->add_option("--kv-value", f.kv_value, "quantizer for values (overrides --kv)");
+  cmd->add_option("--kv-segments", f.segments, "segments to quantize: visual, all, or a list")->capture_default_str();
+}
+
+struct LogitsOptions : ModelFlags {
+  std::string inputs, out;
+  int64_t generate = 0;
 };
 
 at::ScalarType parse_dtype(const std::string& s) {
@@ -41,7 +55,7 @@ at::Device parse_device(const std::string& s) {
   fail("--device '{}' is not cpu or cuda[:N]", s);
 }
 
-KVCacheConfig kv_config(const LogitsOptions& o) {
+KVCacheConfig kv_config(const ModelFlags& o) {
   KVCacheConfig kv{nullptr, nullptr, SegmentSet::parse(o.segments, "--kv-segments")};
   std::string k = o.kv_key.empty() ? o.kv : o.kv_key, v = o.kv_value.empty() ? o.kv : o.kv_value;
   if (!k.empty()) kv.key = QuantizerRegistry::instance().make(parse_quantizer_spec(k, "--kv-key"), KVRole::Key);
@@ -70,22 +84,15 @@ void run_logits(const LogitsOptions& o) {
   std::cerr << fmt::format("wrote {} ({:.2f} s)\n", o.out, s);
 }
 
-struct GenerateOptions {
-  std::string model, image, prompt;
+struct GenerateOptions : ModelFlags {
+  std::string image, prompt;
   int64_t max_new_tokens = 64;
   double temperature = 0.0, top_p = 1.0;
   uint64_t seed = 0;
-  std::string dtype = "fp32", device = "cpu";
-  std::string kv, kv_key, kv_value, segments = "visual";
 };
 
 void run_generate(const GenerateOptions& o) {
-  LogitsOptions kvo;
-  kvo.kv = o.kv;
-  kvo.kv_key = o.kv_key;
-  kvo.kv_value = o.kv_value;
-  kvo.segments = o.segments;
-  KVCacheConfig kv = kv_config(kvo);
+  KVCacheConfig kv = kv_config(o);
   RgbImage image;  // inputs first: a bad file fails before the model loads
   if (!o.image.empty()) image = read_rgb_image(o.image);
   auto model = load_model(o.model, parse_dtype(o.dtype), parse_device(o.device));
@@ -115,12 +122,7 @@ void add_model_commands(CLI::App& app) {
   cmd->add_option("--inputs", o->inputs, "safetensors with input_ids [, attention_mask, pixel_values, image_grid_thw]")->required();
   cmd->add_option("--out", o->out, "output safetensors: logits (float32) [, generated]")->required();
   cmd->add_option("--generate", o->generate, "greedy tokens to add (no early stop)");
-  cmd->add_option("--dtype", o->dtype, "fp32, fp16 or bf16")->capture_default_str();
-  cmd->add_option("--device", o->device, "cpu or cuda[:N]")->capture_default_str();
-  cmd->add_option("--kv", o->kv, "quantizer for keys and values (e.g. calibquant:bits=1)");
-  cmd->add_option("--kv-key", o->kv_key, "quantizer for keys (overrides --kv)");
-  cmd->add_option("--kv-value", o->kv_value, "quantizer for values (overrides --kv)");
-  cmd->add_option("--kv-segments", o->segments, "segments to quantize: visual, all, or a list")->capture_default_str();
+  add_model_flags(cmd, *o);
   cmd->callback([o] { run_logits(*o); });
 
   auto g = std::make_shared<GenerateOptions>();
@@ -132,12 +134,7 @@ void add_model_commands(CLI::App& app) {
   gc->add_option("--temperature", g->temperature, "0: greedy; else sampling")->capture_default_str();
   gc->add_option("--top-p", g->top_p, "nucleus mass when sampling")->capture_default_str();
   gc->add_option("--seed", g->seed, "sampling seed")->capture_default_str();
-  gc->add_option("--dtype", g->dtype, "fp32, fp16 or bf16")->capture_default_str();
-  gc->add_option("--device", g->device, "cpu or cuda[:N]")->capture_default_str();
-  gc->add_option("--kv", g->kv, "quantizer for keys and values (e.g. calibquant:bits=1)");
-  gc->add_option("--kv-key", g->kv_key, "quantizer for keys (overrides --kv)");
-  gc->add_option("--kv-value", g->kv_value, "quantizer for values (overrides --kv)");
-  gc->add_option("--kv-segments", g->segments, "segments to quantize: visual, all, or a list")->capture_default_str();
+  add_model_flags(gc, *g);
   gc->callback([g] { run_generate(*g); });
 }
 

@@ -311,14 +311,12 @@ ExperimentConfig load_experiment(const std::string& path) {
         fail("{}: sweep key '{}' appears twice", path, p);
       exp.sweep_keys.push_back(p);
     }
-  for (const auto& key : exp.table.rows)
-    if (std::find(exp.sweep_keys.begin(), exp.sweep_keys.end(), key) == exp.sweep_keys.end() && !exp.sweep_keys.empty() &&
-        root["table"])
-      fail("{}: table.rows key '{}' is not a sweep key (sweep keys: {})", path, key, fmt::join(exp.sweep_keys, ", "));
-  for (const auto& key : exp.table.columns)
-    if (std::find(exp.sweep_keys.begin(), exp.sweep_keys.end(), key) == exp.sweep_keys.end() && !exp.sweep_keys.empty() &&
-        root["table"])
-      fail("{}: table.columns key '{}' is not a sweep key (sweep keys: {})", path, key, fmt::join(exp.sweep_keys, ", "));
+  // A table the file asks for must be laid out by sweep keys (the defaults adapt instead).
+  if (root["table"] && !exp.sweep_keys.empty())
+    for (const auto& [what, keys] : {std::pair{"rows", &exp.table.rows}, std::pair{"columns", &exp.table.columns}})
+      for (const auto& key : *keys)
+        if (std::find(exp.sweep_keys.begin(), exp.sweep_keys.end(), key) == exp.sweep_keys.end())
+          fail("{}: table.{} key '{}' is not a sweep key (sweep keys: {})", path, what, key, fmt::join(exp.sweep_keys, ", "));
 
   // The base configuration first, where every node still has its line (a base that only
   // the sweep completes is checked per cell instead).

@@ -124,11 +124,15 @@ std::string shard_file(int64_t i, int64_t n) { return fmt::format("predictions.s
 
 // The complete batches of a predictions file, in file order; a batch with fewer lines than
 // it has samples (a run killed while writing) is dropped, and so is a torn last line.
-std::map<int64_t, std::vector<std::string>> read_complete_batches(const std::string& path, const std::vector<Batch>& batches) {
+// `dropped` (when given) tells whether the file held anything else.
+std::map<int64_t, std::vector<std::string>> read_complete_batches(const std::string& path, const std::vector<Batch>& batches,
+                                                                  bool* dropped = nullptr) {
   std::map<int64_t, std::vector<std::string>> by_batch;
+  if (dropped) *dropped = false;
   std::ifstream in(path, std::ios::binary);
   if (!in) return by_batch;
   std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t kept_bytes = 0;
   size_t start = 0;
   for (size_t nl; (nl = content.find('\n', start)) != std::string::npos; start = nl + 1) {
     std::string line = content.substr(start, nl - start);
@@ -143,6 +147,9 @@ std::map<int64_t, std::vector<std::string>> read_complete_batches(const std::str
   }
   for (auto it = by_batch.begin(); it != by_batch.end();)
     it = it->second.size() == batches[it->first].samples.size() ? std::next(it) : by_batch.erase(it);
+  for (const auto& [b, lines] : by_batch)
+    for (const auto& l : lines) kept_bytes += l.size() + 1;
+  if (dropped) *dropped = kept_bytes != content.size();
   return by_batch;
 }
 
@@ -265,8 +272,9 @@ class Runner {
     const std::string pred = dir + "/" + (sharded ? shard_file(o_.shard_index, o_.shard_count) : "predictions.jsonl");
     Dataset& data = dataset(cell);
     const std::vector<Batch> batches = make_batches(data.samples.size(), cell.generation.batch_size);
-    auto done = read_complete_batches(pred, batches);
-    write_lines(pred, done);  // drops a half-written batch from the file
+    bool dropped = false;
+    auto done = read_complete_batches(pred, batches, &dropped);
+    if (dropped) write_lines(pred, done);  // drops a half-written batch from the file
     std::vector<const Batch*> todo;
     int64_t mine = 0;
     for (const auto& b : batches) {
@@ -291,8 +299,8 @@ class Runner {
     gen.stop_ids = m.processor->stop_ids();
     gen.pad_id = m.processor->pad_id();
 
-    json timing = {{"prefill_seconds", 0.0}, {"decode_seconds", 0.0}, {"new_tokens", 0}, {"samples", 0}, {"decode_steps", 0},
-                   {"kv_bytes", 0}, {"kv_fp16_bytes", 0}};
+    double prefill_s = 0, decode_s = 0;
+    int64_t new_tokens = 0, samples = 0, steps = 0, kv_bytes = 0, kv_fp16_bytes = 0;
     for (const Batch* b : todo) {
       std::vector<ProcessedSample> processed;
       std::deque<RgbImage> images;
@@ -316,25 +324,31 @@ class Runner {
                      {"new_tokens", r.tokens[k].size()},
                      {"stopped", static_cast<bool>(r.stopped[k])}};
         lines.push_back(line.dump());
-        timing["new_tokens"] = timing["new_tokens"].get<int64_t>() + static_cast<int64_t>(r.tokens[k].size());
+        new_tokens += static_cast<int64_t>(r.tokens[k].size());
       }
       append_batch(pred, lines);
-      timing["prefill_seconds"] = timing["prefill_seconds"].get<double>() + r.prefill_seconds;
-      timing["decode_seconds"] = timing["decode_seconds"].get<double>() + r.decode_seconds;
-      timing["samples"] = timing["samples"].get<int64_t>() + static_cast<int64_t>(b->samples.size());
-      timing["decode_steps"] = timing["decode_steps"].get<int64_t>() + r.steps;
-      timing["kv_bytes"] = timing["kv_bytes"].get<int64_t>() + r.kv_bytes.total();
-      timing["kv_fp16_bytes"] = timing["kv_fp16_bytes"].get<int64_t>() + r.kv_fp16_bytes;
+      prefill_s += r.prefill_seconds;
+      decode_s += r.decode_seconds;
+      samples += static_cast<int64_t>(b->samples.size());
+      steps += r.steps;
+      kv_bytes += r.kv_bytes.total();
+      kv_fp16_bytes += r.kv_fp16_bytes;
       progress.advance(static_cast<int64_t>(b->samples.size()));
     }
-    const double decode_s = timing["decode_seconds"].get<double>();
-    timing["decode_tokens_per_second"] = decode_s > 0 ? timing["new_tokens"].get<int64_t>() / decode_s : 0.0;
-    timing["kv_bytes_per_sample"] = timing["kv_bytes"].get<int64_t>() / std::max<int64_t>(1, timing["samples"].get<int64_t>());
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
-    timing["peak_rss_mib"] = ru.ru_maxrss / 1024.0;
-    timing["device"] = cell.model.device;
-    timing["note"] = "this process's share: a resumed or sharded run times only the batches it generated";
+    const json timing = {{"prefill_seconds", prefill_s},
+                         {"decode_seconds", decode_s},
+                         {"new_tokens", new_tokens},
+                         {"samples", samples},
+                         {"decode_steps", steps},
+                         {"kv_bytes", kv_bytes},
+                         {"kv_fp16_bytes", kv_fp16_bytes},
+                         {"decode_tokens_per_second", decode_s > 0 ? new_tokens / decode_s : 0.0},
+                         {"kv_bytes_per_sample", kv_bytes / std::max<int64_t>(1, samples)},
+                         {"peak_rss_mib", ru.ru_maxrss / 1024.0},
+                         {"device", cell.model.device},
+                         {"note", "this process's share: a resumed or sharded run times only the batches it generated"}};
     write_text_atomically(dir + "/" + (sharded ? fmt::format("timing.shard-{}-of-{}.json", o_.shard_index, o_.shard_count)
                                                : std::string("timing.json")),
                           timing.dump(1) + "\n");
@@ -359,8 +373,7 @@ class Runner {
   }
 
   void summary() {
-    std::vector<std::string> keys = exp_.sweep_keys;
-    if (keys.empty()) keys = {};
+    const std::vector<std::string>& keys = exp_.sweep_keys;
     std::string metric = exp_.table.metric;
     std::vector<json> metrics;
     for (const auto& cell : exp_.cells) {

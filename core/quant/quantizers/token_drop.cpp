@@ -67,6 +67,7 @@ class TokenDropQuantizer : public KVQuantizer {
     return std::make_unique<TokenDropTensor>(kept, index, n);
   }
   double nominal_bits() const override { return 16.0 * keep_; }
+  bool needs_importance() const override { return by_attention_; }
 
  private:
   double keep_;
