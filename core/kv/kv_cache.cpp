@@ -5,6 +5,7 @@
 
 #include <sstream>
 
+#include "core/quant/registry.h"
 #include "core/util/error.h"
 #include "core/util/shape.h"
 
@@ -157,6 +158,15 @@ at::Tensor LayerKVCache::attend(const at::Tensor& q, double scale, const at::Ten
     out = out.defined() ? out + o : o;
   }
   return unfold_query_heads(out, hq, t).to(q.scalar_type());
+}
+
+KVCacheConfig make_kv_cache_config(const std::string& key_spec, const std::string& value_spec,
+                                   const std::string& segments, const std::string& prefix) {
+  KVCacheConfig kv{nullptr, nullptr, SegmentSet::parse(segments, prefix + "segments")};
+  auto& registry = QuantizerRegistry::instance();
+  if (!key_spec.empty()) kv.key = registry.make(parse_quantizer_spec(key_spec, prefix + "key"), KVRole::Key);
+  if (!value_spec.empty()) kv.value = registry.make(parse_quantizer_spec(value_spec, prefix + "value"), KVRole::Value);
+  return kv;
 }
 
 bool LayerKVCache::needs_visual_importance() const {

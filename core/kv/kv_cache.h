@@ -48,6 +48,12 @@ struct SegmentBytes {
   }
 };
 
+// The cache configuration from quantizer specs as users write them ("calibquant:bits=1";
+// empty: no quantization) and a segment list. Errors name them as `prefix` + "key",
+// "value" or "segments" (e.g. prefix "--kv-" names the flags).
+KVCacheConfig make_kv_cache_config(const std::string& key_spec, const std::string& value_spec,
+                                   const std::string& segments, const std::string& prefix = "");
+
 class LayerKVCache {
  public:
   // Checks the pairing of the quantizers (token_drop must drop the same tokens of K and V).

@@ -10,7 +10,6 @@
 #include "core/models/model.h"
 #include "core/models/processor.h"
 #include "datasets/images.h"
-#include "core/quant/registry.h"
 #include "core/util/error.h"
 #include "experiments/cli/commands.h"
 
@@ -56,11 +55,8 @@ at::Device parse_device(const std::string& s) {
 }
 
 KVCacheConfig kv_config(const ModelFlags& o) {
-  KVCacheConfig kv{nullptr, nullptr, SegmentSet::parse(o.segments, "--kv-segments")};
-  std::string k = o.kv_key.empty() ? o.kv : o.kv_key, v = o.kv_value.empty() ? o.kv : o.kv_value;
-  if (!k.empty()) kv.key = QuantizerRegistry::instance().make(parse_quantizer_spec(k, "--kv-key"), KVRole::Key);
-  if (!v.empty()) kv.value = QuantizerRegistry::instance().make(parse_quantizer_spec(v, "--kv-value"), KVRole::Value);
-  return kv;
+  return make_kv_cache_config(o.kv_key.empty() ? o.kv : o.kv_key, o.kv_value.empty() ? o.kv : o.kv_value, o.segments,
+                              "--kv-");
 }
 
 void run_logits(const LogitsOptions& o) {

@@ -22,7 +22,6 @@
 #include "core/io/json_file.h"
 #include "core/models/model.h"
 #include "core/models/processor.h"
-#include "core/quant/registry.h"
 #include "core/util/error.h"
 #include "datasets/images.h"
 
@@ -289,9 +288,8 @@ class Runner {
     if (todo.empty()) return false;
 
     Loaded& m = model(cell);
-    KVCacheConfig kv{nullptr, nullptr, SegmentSet::parse(cell.kv.segments)};
-    if (!cell.kv.key_spec().empty()) kv.key = make_quantizer(cell.kv.key_spec(), KVRole::Key);
-    if (!cell.kv.value_spec().empty()) kv.value = make_quantizer(cell.kv.value_spec(), KVRole::Value);
+    const KVCacheConfig kv = make_kv_cache_config(cell.kv.key_spec(), cell.kv.value_spec(), cell.kv.segments,
+                                                  cell.label + ": kv.");
     GenerationConfig gen;
     gen.max_new_tokens = cell.generation.max_new_tokens;
     gen.temperature = cell.generation.temperature;
