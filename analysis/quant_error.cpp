@@ -79,6 +79,27 @@ QuantErrorResult quant_error(const QuantErrorInput& in, const KVCacheConfig& con
   return r;
 }
 
+QuantErrorResult mean_quant_error(const std::vector<QuantErrorResult>& rows) {
+  QuantErrorResult sum;
+  if (rows.empty()) return sum;
+  const double n = static_cast<double>(rows.size());
+  sum.key_method = rows.front().key_method;
+  sum.value_method = rows.front().value_method;
+  for (const auto& r : rows) {
+    sum.key_mse += r.key_mse / n;
+    sum.key_rel += r.key_rel / n;
+    sum.value_mse += r.value_mse / n;
+    sum.value_rel += r.value_rel / n;
+    sum.scores_rel += r.scores_rel / n;
+    sum.output_rel += r.output_rel / n;
+    sum.kl += r.kl / n;
+    sum.quantized_bytes += r.quantized_bytes;
+    sum.quantized_fp16_bytes += r.quantized_fp16_bytes;
+    sum.cache_bytes += r.cache_bytes;
+  }
+  return sum;
+}
+
 Table quant_error_table(const std::vector<QuantErrorResult>& rows) {
   Table t({"keys", "values", "K rel err", "V rel err", "K MSE", "V MSE", "score rel err", "output rel err",
            "KL", "bytes", "vs fp16"});

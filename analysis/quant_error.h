@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <string>
+#include <vector>
 
 #include "analysis/table.h"
 #include "core/kv/kv_cache.h"
@@ -39,6 +40,10 @@ QuantErrorResult quant_error(const QuantErrorInput& input, const KVCacheConfig& 
 // The accumulated attention each visual token receives from queries q in full precision
 // ([B, H, N_visual]: summed over queries and over the query heads of each kv head).
 at::Tensor visual_attention_importance(const QuantErrorInput& input);
+
+// The mean of per-layer (or per-sample) results of one quantizer pair: errors averaged,
+// bytes summed (the whole model's cache).
+QuantErrorResult mean_quant_error(const std::vector<QuantErrorResult>& rows);
 
 Table quant_error_table(const std::vector<QuantErrorResult>& rows);
 

@@ -247,13 +247,7 @@ TEST(Runner, TablesMatchTheMetricsFilesAndPlotsAreValid) {
   EXPECT_EQ(checked, 3);
   EXPECT_NE(test::read_bytes(out + "/summary.md").find("| kv.quantizer | kv.bits=1"), std::string::npos);
   EXPECT_NE(test::read_bytes(out + "/summary.tex").find("\\begin{tabular}"), std::string::npos);
-  const std::string png = test::read_bytes(out + "/plots/metric_vs_bits.png");
-  ASSERT_GT(png.size(), 1000u);
-  EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
-  const std::string svg = test::read_bytes(out + "/plots/metric_vs_bits.svg");
-  EXPECT_NE(svg.find("<svg"), std::string::npos);
-  EXPECT_NE(svg.find("</svg>"), std::string::npos);
-  EXPECT_TRUE(std::filesystem::exists(out + "/plots/metric_vs_bits.gp"));
+  test::expect_rendered_plot(out + "/plots", "metric_vs_bits");
   // calibq plot re-renders from the kept script.
   std::filesystem::remove(out + "/plots/metric_vs_bits.png");
   EXPECT_EQ(test::run_calibq("plot " + out).exit_code, 0);

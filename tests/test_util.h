@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -58,6 +59,21 @@ inline CommandResult run_calibq(const std::string& args) {
   r.out = read_bytes(tmp.file("out"));
   r.err = read_bytes(tmp.file("err"));
   return r;
+}
+
+// Whether gnuplot (the plots' renderer, a Debian package) is on PATH: the GPU machine has none.
+inline bool has_gnuplot() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
+
+// Expects DIR/STEM.png and DIR/STEM.svg to be a real PNG and a complete SVG, and the
+// gnuplot script STEM.gp that made them to be kept beside them.
+inline void expect_rendered_plot(const std::string& dir, const std::string& stem) {
+  const std::string png = read_bytes(dir + "/" + stem + ".png");
+  EXPECT_GT(png.size(), 1000u) << stem;
+  EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8)) << stem;
+  const std::string svg = read_bytes(dir + "/" + stem + ".svg");
+  EXPECT_NE(svg.find("<svg"), std::string::npos) << stem;
+  EXPECT_NE(svg.find("</svg>"), std::string::npos) << stem;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/" + stem + ".gp")) << stem;
 }
 
 // Expects `fn` to throw calibq::Error whose message contains every one of `parts`.

@@ -109,11 +109,13 @@ at::Tensor LlamaDecoder::run_layers(const at::Tensor& embeds, const at::Tensor& 
 }
 
 at::Tensor LlamaDecoder::prefill(const at::Tensor& embeds, const at::Tensor& positions, const at::Tensor& mask,
-                                 std::vector<LayerKVCache>& caches, int64_t system_len, int64_t visual_len) const {
+                                 std::vector<LayerKVCache>& caches, int64_t system_len, int64_t visual_len,
+                                 const PrefillObserver& observe) const {
   if (caches.size() != w_.layers.size()) fail("LLaMA decoder: {} caches for {} layers", caches.size(), w_.layers.size());
   const int64_t groups = config_.num_attention_heads / config_.num_key_value_heads;
   const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
   return run_layers(embeds, positions, [&](size_t i, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+    if (observe) observe(i, q, k, v);
     // Prefill attends in full precision (the paper's setting); the cache quantizes after.
     at::Tensor kr = k.repeat_interleave(groups, 1), vr = v.repeat_interleave(groups, 1);
     at::Tensor s = at::matmul(q, kr.transpose(-1, -2)) * scale + mask;

@@ -34,6 +34,10 @@ struct DecoderWeights {
 DecoderWeights load_llama_decoder(WeightLoader& loader, const TextConfig& config, const std::string& prefix,
                                   const std::string& lm_head);
 
+// Sees each layer's prefill queries, keys (both after RoPE) and values, [B, heads, T, d],
+// as attention gets them (KV statistics, quantization error on real activations).
+using PrefillObserver = std::function<void(size_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v)>;
+
 class LlamaDecoder {
  public:
   LlamaDecoder(TextConfig config, DecoderWeights weights);
@@ -42,8 +46,10 @@ class LlamaDecoder {
   // embeds [B, T, H]; positions [B, T] (int64); additive mask [B, 1, T, T]. Fills `caches`
   // (one per layer, already configured) with each layer's keys after RoPE and values, the
   // first system_len tokens as the system segment and the next visual_len as visual.
+  // `observe`, when given, sees every layer's q, k, v.
   at::Tensor prefill(const at::Tensor& embeds, const at::Tensor& positions, const at::Tensor& mask,
-                     std::vector<LayerKVCache>& caches, int64_t system_len, int64_t visual_len) const;
+                     std::vector<LayerKVCache>& caches, int64_t system_len, int64_t visual_len,
+                     const PrefillObserver& observe = {}) const;
   // One decode step: embeds [B, 1, H] at positions [B, 1]; attends over the caches.
   at::Tensor decode(const at::Tensor& embeds, const at::Tensor& positions, std::vector<LayerKVCache>& caches,
                     const at::Tensor& mask = {}) const;

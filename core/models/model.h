@@ -11,6 +11,7 @@
 
 #include "core/config/hf_config.h"
 #include "core/kv/kv_cache.h"
+#include "core/models/llama_decoder.h"
 
 namespace calibq {
 
@@ -56,6 +57,9 @@ class MultimodalModel {
   // unmasked tokens, as transformers' generate numbers them, and padded keys are masked in
   // every step. Every sample must have its image tokens at the same positions.
   virtual GenerationResult generate(const ModelInputs& inputs, const GenerationConfig& gen, const KVCacheConfig& kv) = 0;
+  // Runs prefill in full precision, showing `observe` every layer's q, k (after RoPE) and v;
+  // returns the system and visual segment lengths (tokens before the image, image tokens).
+  virtual std::pair<int64_t, int64_t> observe_prefill(const ModelInputs& inputs, const PrefillObserver& observe) = 0;
   virtual const ModelConfig& config() const = 0;
   // "llava: 87 tensors loaded, 2 ignored, 0 renamed (0.6 MiB)".
   virtual const std::string& load_report() const = 0;

@@ -93,6 +93,14 @@ at::Tensor VisionLanguageModel::forward_logits(const ModelInputs& in) {
   return decoder_->logits(hidden).to(at::kFloat);
 }
 
+std::pair<int64_t, int64_t> VisionLanguageModel::observe_prefill(const ModelInputs& in, const PrefillObserver& observe) {
+  std::vector<LayerKVCache> caches = make_caches({nullptr, nullptr, SegmentSet::parse("none")});
+  auto [embeds, sys, vis] = input_embeddings(in);
+  decoder_->prefill(embeds, positions(embeds.size(0), 0, embeds.size(1)), prefill_mask(in, embeds), caches, sys, vis,
+                    observe);
+  return {sys, vis};
+}
+
 at::Tensor VisionLanguageModel::generate_greedy(const ModelInputs& in, int64_t new_tokens, const KVCacheConfig& kv) {
   GenerationConfig gen;
   gen.max_new_tokens = new_tokens;  // greedy, no stop tokens: exactly new_tokens each

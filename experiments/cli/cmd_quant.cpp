@@ -18,6 +18,7 @@
 #include "core/util/error.h"
 #include "core/util/shape.h"
 #include "experiments/cli/commands.h"
+#include "experiments/runner/kv_study.h"
 
 namespace calibq::cli {
 
@@ -114,8 +115,14 @@ std::vector<QuantErrorInput> load_kv(const KVInputOptions& o) {
     fail("{}: keys {} and values {} differ in shape", o.input, shape_str(k.sizes()), shape_str(v.sizes()));
   if (q.defined()) q = layers(q, o.queries);
   const int64_t n = k.size(3);
-  const int64_t system = o.system < 0 ? 0 : o.system;
-  const int64_t visual = o.visual < 0 ? n - system : o.visual;
+  // A dump of `kv-stats CONFIG --dump` records its segment lengths; flags override them.
+  auto recorded = [&](const char* key, int64_t flag, int64_t fallback) -> int64_t {
+    if (flag >= 0) return flag;
+    auto it = ck.metadata().find(key);
+    return it == ck.metadata().end() ? fallback : std::stoll(it->second);
+  };
+  const int64_t system = recorded("system", o.system, 0);
+  const int64_t visual = recorded("visual", o.visual, n - system);
   if (system + visual > n) fail("--system {} + --visual {} exceed the {} tokens of '{}'", system, visual, n, o.keys);
   std::vector<QuantErrorInput> out;
   for (int64_t l = 0; l < k.size(0); ++l) {
@@ -139,8 +146,8 @@ void add_kv_input_options(CLI::App* cmd, KVInputOptions& o) {
   cmd->add_option("--keys", o.keys, "Name of the keys tensor")->capture_default_str();
   cmd->add_option("--values", o.values, "Name of the values tensor")->capture_default_str();
   cmd->add_option("--queries", o.queries, "Name of the queries tensor [.., B, Hq, T, D] (optional)")->capture_default_str();
-  cmd->add_option("--system", o.system, "System-prompt tokens at the start (default 0)");
-  cmd->add_option("--visual", o.visual, "Visual tokens after them (default: all the rest)");
+  cmd->add_option("--system", o.system, "System-prompt tokens at the start (default: the file's metadata, else 0)");
+  cmd->add_option("--visual", o.visual, "Visual tokens after them (default: the file's metadata, else all the rest)");
 }
 
 // --- calibq kv-error ---
@@ -180,23 +187,9 @@ void run_kv_error(const KVErrorOptions& o, const std::string& cmdline) {
   std::vector<QuantErrorResult> rows;
   for (const auto& [kspec, vspec] : error_specs(o)) {
     KVCacheConfig cfg{make_quantizer(kspec, KVRole::Key), make_quantizer(vspec, KVRole::Value), segments};
-    QuantErrorResult sum;
-    for (const auto& layer : layers) {
-      QuantErrorResult r = quant_error(layer, cfg);
-      sum.key_method = r.key_method;
-      sum.value_method = r.value_method;
-      sum.key_mse += r.key_mse / layers.size();
-      sum.key_rel += r.key_rel / layers.size();
-      sum.value_mse += r.value_mse / layers.size();
-      sum.value_rel += r.value_rel / layers.size();
-      sum.scores_rel += r.scores_rel / layers.size();
-      sum.output_rel += r.output_rel / layers.size();
-      sum.kl += r.kl / layers.size();
-      sum.quantized_bytes += r.quantized_bytes;
-      sum.quantized_fp16_bytes += r.quantized_fp16_bytes;
-      sum.cache_bytes += r.cache_bytes;
-    }
-    rows.push_back(sum);
+    std::vector<QuantErrorResult> per_layer;
+    for (const auto& layer : layers) per_layer.push_back(quant_error(layer, cfg));
+    rows.push_back(mean_quant_error(per_layer));
   }
   Table table = quant_error_table(rows);
   const auto& l0 = layers.front();
@@ -224,12 +217,26 @@ void run_kv_error(const KVErrorOptions& o, const std::string& cmdline) {
 
 struct KVStatsOptions {
   KVInputOptions in;
+  std::string config;
+  KVStudyOptions study;
   std::string out;
   int64_t bins = 64;
   double outlier_factor = 3.0;
 };
 
-void run_kv_stats(const KVStatsOptions& o) {
+void run_kv_stats(const KVStatsOptions& o, const std::string& cmdline) {
+  if (!o.config.empty()) {
+    if (o.in.synthetic || !o.in.input.empty()) fail("kv-stats: give an experiment CONFIG or --input/--synthetic, not both");
+    ExperimentConfig exp = load_experiment(o.config);
+    KVStudyOptions study = o.study;
+    study.out_dir = o.out.empty() ? "runs/" + exp.name + "/kv-stats" : o.out;
+    study.bins = o.bins;
+    study.outlier_factor = o.outlier_factor;
+    study.command = cmdline;
+    run_kv_study(exp, study);
+    return;
+  }
+  if (o.out.empty()) fail("kv-stats: --out is required with --input or --synthetic");
   std::vector<QuantErrorInput> layers = load_kv(o.in);
   KVStatsConfig cfg;
   cfg.bins = o.bins;
@@ -285,12 +292,20 @@ void add_quant_commands(CLI::App& app, int argc, char** argv) {
   err->callback([e, cmdline] { run_kv_error(*e, cmdline); });
 
   auto s = std::make_shared<KVStatsOptions>();
-  CLI::App* st = app.add_subcommand("kv-stats", "Per layer/head/channel statistics of a K/V (a dump, or synthetic)");
+  CLI::App* st = app.add_subcommand(
+      "kv-stats", "Per layer/head/channel KV statistics, quantizer error tables and KV plots: of a model's prefill on "
+                  "an experiment's dataset (CONFIG), or of a K/V dump or a synthetic K/V");
+  st->add_option("config", s->config, "experiment YAML: its first cell's model and dataset, its sweep's quantizers");
   add_kv_input_options(st, s->in);
-  st->add_option("--out", s->out, "output folder")->required();
+  st->add_option("--out", s->out, "output folder (default with CONFIG: runs/<name>/kv-stats)");
+  st->add_option("--samples", s->study.samples, "dataset samples to prefill (with CONFIG)")->capture_default_str();
+  st->add_option("--layers", s->study.layers, "layers to plot (with CONFIG; default: first, middle, last)")->delimiter(',');
+  st->add_option("--score-quantizer", s->study.score_quantizer,
+                 "key quantizer of the score-distribution plot (with CONFIG)")->capture_default_str();
+  st->add_flag("--dump", s->study.dump, "also write kv_dump.safetensors of the first sample (kv-error --input reads it)");
   st->add_option("--bins", s->bins, "histogram bins")->capture_default_str();
   st->add_option("--outlier-factor", s->outlier_factor, "outlier: absmax above this times the head's median")->capture_default_str();
-  st->callback([s] { run_kv_stats(*s); });
+  st->callback([s, cmdline] { run_kv_stats(*s, cmdline); });
 }
 
 }  // namespace calibq::cli

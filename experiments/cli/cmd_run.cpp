@@ -4,6 +4,8 @@
 #include <iostream>
 #include <memory>
 
+#include "analysis/plots.h"
+#include "core/io/json_file.h"
 #include "core/util/error.h"
 #include "experiments/cli/commands.h"
 #include "experiments/runner/runner.h"
@@ -52,10 +54,23 @@ void add_run_commands(CLI::App& app) {
     merge_experiment(exp, options_of(whole, exp, "run"));
   });
 
-  auto dir = std::make_shared<std::string>();
-  CLI::App* plot = app.add_subcommand("plot", "Re-render a run's plots (plots/*.gp) as PNG and SVG");
-  plot->add_option("dir", *dir, "a run's output folder")->required();
-  plot->callback([dir] { std::cerr << render_plots(*dir) << " plot scripts rendered\n"; });
+  struct PlotArgs {
+    std::string dir, throughput, series = "kv", y = "decode_tok_s";
+  };
+  auto p = std::make_shared<PlotArgs>();
+  CLI::App* plot = app.add_subcommand("plot", "Re-render a run's plots (plots/*.gp) as PNG and SVG; with --throughput, "
+                                              "first add the throughput-versus-batch plot of a benchmark's JSON");
+  plot->add_option("dir", p->dir, "a run's output folder (plots go to DIR/plots)")->required();
+  plot->add_option("--throughput", p->throughput, "benchmark JSON: a list of rows (or {\"rows\": [...]}) with batch and the y column");
+  plot->add_option("--series", p->series, "the rows' column naming a series")->capture_default_str();
+  plot->add_option("--y", p->y, "the rows' column to plot against batch")->capture_default_str();
+  plot->callback([p] {
+    if (!p->throughput.empty()) {
+      const auto points = throughput_points(read_json_file(p->throughput), p->series, p->y, p->throughput);
+      plot_throughput(p->dir, points, p->y, "Throughput versus batch size (" + p->throughput + ")");
+    }
+    std::cerr << render_plots(p->dir) << " plot scripts rendered\n";
+  });
 }
 
 }  // namespace calibq::cli

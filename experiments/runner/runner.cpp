@@ -17,6 +17,7 @@
 #include "analysis/metrics/caption_metrics.h"
 #include "analysis/metrics/ptb_tokenizer.h"
 #include "analysis/metrics/vqa_metrics.h"
+#include "analysis/plots.h"
 #include "analysis/table.h"
 #include "core/io/atomic_file.h"
 #include "core/io/json_file.h"
@@ -486,16 +487,15 @@ class Runner {
                               by_bits ? (flat ? "lines dt 2 lw 2" : "linespoints lw 2 pt 7") : "boxes", label);
       ++idx;
     }
-    write_text_atomically(plots + "/metric_vs_bits.dat", dat);
-    std::string gp = fmt::format(
-        "# {} of every cell; re-render with `calibq plot <run folder>` or `gnuplot metric_vs_bits.gp` here.\n"
-        "set termoption noenhanced\nset ylabel \"{}\"\nset grid\nset key outside right\n{}\n"
-        "set terminal pngcairo size 900,500 font \",11\"\nset output \"metric_vs_bits.png\"\nplot {}\n"
-        "set terminal svg size 900,500 dynamic\nset output \"metric_vs_bits.svg\"\nplot {}\n",
-        metric, metric,
-        by_bits ? fmt::format("set xlabel \"bits\"\nset logscale x 2\nset xrange [0.8:{}]", max_bits * 1.3) : "set style fill solid 0.6\nset boxwidth 0.7\nset xtics rotate by -30",
-        plot_cmd, plot_cmd);
-    write_text_atomically(plots + "/metric_vs_bits.gp", gp);
+    GnuplotFigure f;
+    f.name = "metric_vs_bits";
+    f.comment = metric + " of every cell";
+    f.settings = fmt::format(
+        "set ylabel \"{}\"\nset grid\nset key outside right\n{}", metric,
+        by_bits ? fmt::format("set xlabel \"bits\"\nset logscale x 2\nset xrange [0.8:{}]", max_bits * 1.3)
+                : "set style fill solid 0.6\nset boxwidth 0.7\nset xtics rotate by -30");
+    f.body = "plot " + plot_cmd;
+    write_gnuplot_figure(plots, f, dat);
     render_plots(o_.out_dir);
   }
 
@@ -506,25 +506,6 @@ class Runner {
 };
 
 }  // namespace
-
-int render_plots(const std::string& dir) {
-  const fs::path plots = fs::path(dir) / "plots";
-  if (!fs::is_directory(plots)) fail("{}: no plots folder", plots.string());
-  int n = 0;
-  for (const auto& e : fs::directory_iterator(plots)) {
-    if (e.path().extension() != ".gp") continue;
-    const std::string cmd = fmt::format("cd '{}' && gnuplot '{}' 2>&1", plots.string(), e.path().filename().string());
-    FILE* p = popen(cmd.c_str(), "r");
-    if (!p) fail("cannot run gnuplot");
-    std::string out;
-    char buf[512];
-    while (std::fgets(buf, sizeof buf, p)) out += buf;
-    const int rc = pclose(p);
-    if (rc != 0) fail("{}: gnuplot failed ({}): {}", e.path().string(), rc, out.substr(0, 400));
-    ++n;
-  }
-  return n;
-}
 
 int run_experiment(const ExperimentConfig& exp, const RunOptions& o) {
   if (o.dry_run) {

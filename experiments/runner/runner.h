@@ -29,7 +29,4 @@ int run_experiment(const ExperimentConfig& exp, const RunOptions& options);
 // and writes the summary; fails naming a cell whose shards are incomplete.
 void merge_experiment(const ExperimentConfig& exp, const RunOptions& options);
 
-// Re-renders every plots/*.gp under dir with gnuplot.
-int render_plots(const std::string& dir);
-
 }  // namespace calibq
