@@ -8,6 +8,7 @@
 #include "core/quant/registry.h"
 #include "core/util/error.h"
 #include "core/util/shape.h"
+#include "kernels/cuda_dispatch.h"
 
 namespace calibq {
 
@@ -90,6 +91,12 @@ void LayerKVCache::prefill(const at::Tensor& k, const at::Tensor& v, int64_t sys
       b.qv = config_.value ? config_.value->quantize(vs, ctx) : nullptr;
       if (!b.qk) b.k = ks.contiguous();
       if (!b.qv) b.v = vs.contiguous();
+      if (segment == Segment::Visual && b.qk && b.qv) {
+        b.kernel_k = b.qk->packed_kv();
+        b.kernel_v = b.qv->packed_kv();
+        if (b.kernel_v && b.kernel_v->bits == 1 && k.is_cuda() && head_dim_ % 32 == 0)
+          b.kernel_v->token_words = kernels::token_words(b.kernel_v->packed, len);
+      }
     } else {
       b.k = ks.contiguous();
       b.v = vs.contiguous();
@@ -146,7 +153,47 @@ at::Tensor LayerKVCache::scores(const at::Tensor& q, double scale) const {
   return at::cat(parts, -1);
 }
 
+std::optional<kernels::DecodeAttentionInputs> LayerKVCache::decode_kernel_inputs(const at::Tensor& q, double scale,
+                                                                                const at::Tensor& additive_mask) const {
+  if (blocks_.empty() || q.dim() != 4 || q.size(2) != 1 || q.size(3) != head_dim_ || q.size(0) != batch_) return std::nullopt;
+  if (!kernels::decode_attention_cuda_supports(q.size(1), kv_heads_, head_dim_)) return std::nullopt;
+  at::Tensor mask;  // [B, length] float32
+  if (additive_mask.defined()) {
+    const auto& m = additive_mask;
+    if (m.dim() != 4 || m.size(1) != 1 || m.size(2) != 1 || m.size(3) != length_ || (m.size(0) != 1 && m.size(0) != batch_))
+      return std::nullopt;
+    mask = m.to(at::kFloat).reshape({m.size(0), length_}).expand({batch_, length_});
+  }
+  kernels::DecodeAttentionInputs in;
+  in.q = q.squeeze(2);
+  in.scale = scale;
+  for (const Block& b : blocks_) {
+    if (!b.qk && !b.qv) {
+      if (b.k.scalar_type() != q.scalar_type() || b.v.scalar_type() != q.scalar_type()) return std::nullopt;
+      kernels::FullKV f{b.k, b.v, {}};
+      if (mask.defined()) f.mask = mask.narrow(1, b.begin, b.length).contiguous();
+      in.full.push_back(f);
+      continue;
+    }
+    if (in.has_packed || b.segment != Segment::Visual || !b.kernel_k || !b.kernel_v) return std::nullopt;
+    if (b.kernel_k->bits != b.kernel_v->bits) return std::nullopt;
+    in.has_packed = true;
+    in.key = *b.kernel_k;
+    in.value = *b.kernel_v;
+    const ScoreCalibration c = config_.key->score_calibration();
+    in.calibrate = c.on;
+    in.calib_a = c.a;
+    in.calib_b = c.b;
+  }
+  return in;
+}
+
 at::Tensor LayerKVCache::attend(const at::Tensor& q, double scale, const at::Tensor& additive_mask) const {
+  if (q.is_cuda() && kernels::cuda_available()) {
+    // The visual segment is never masked: padding sits before the system prompt or between
+    // the image and the text, in full-precision blocks.
+    if (auto in = decode_kernel_inputs(q, scale, additive_mask)) return kernels::decode_attention(*in).unsqueeze(2);
+  }
   at::Tensor s = scores(q, scale);
   if (additive_mask.defined()) s = s + additive_mask.to(at::kFloat);
   const int64_t hq = q.size(1), t = q.size(2);

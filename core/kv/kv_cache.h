@@ -5,17 +5,20 @@
 // text tokens. Attention runs one softmax over all segments: full-precision blocks by
 // plain matmuls, quantized ones through their QuantizedTensor (dequantize-then-attend,
 // or on the codes for post-scaled formats), with the key quantizer's calibration applied
-// to the visual scores. The cache knows no model family.
+// to the visual scores. On CUDA, one-token decode steps over post-scaled visual codes run
+// the fused decode-attention kernel instead. The cache knows no model family.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <array>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/quant/quantizer.h"
+#include "kernels/decode_attention.h"
 
 namespace calibq {
 
@@ -74,6 +77,14 @@ class LayerKVCache {
   // [B, Hq, T, length()] (e.g. causal masking of several new tokens); may be undefined.
   at::Tensor attend(const at::Tensor& q, double scale, const at::Tensor& additive_mask = {}) const;
 
+  // The inputs of the fused decode-attention kernel (kernels/decode_attention.h) for one new
+  // token q [B, Hq, 1, D], when this cache's layout is one it takes: full-precision blocks
+  // and at most one quantized block, the visual one, whose keys and values are both
+  // post-scaled codes with whole-segment scales (post_scaled, calibquant). attend() runs the
+  // kernel on CUDA whenever this gives inputs; std::nullopt otherwise.
+  std::optional<kernels::DecodeAttentionInputs> decode_kernel_inputs(const at::Tensor& q, double scale,
+                                                                     const at::Tensor& additive_mask = {}) const;
+
   // Whether prefill should pass visual_importance (a quantizer of the visual segment ranks
   // tokens by prefill attention).
   bool needs_visual_importance() const;
@@ -96,6 +107,9 @@ class LayerKVCache {
     int64_t begin = 0, length = 0;
     at::Tensor k, v;                       // full precision (when not quantized)
     std::unique_ptr<QuantizedTensor> qk, qv;
+    // The decode kernel's view of qk/qv (visual block, post-scaled formats), made once at
+    // prefill: on CUDA it includes 1-bit values as token-major words.
+    std::optional<kernels::PackedKV> kernel_k, kernel_v;
   };
   // Per block, [B, H, M, len] float32 scores for folded queries qf ([B, H, M, D], scaled).
   std::vector<at::Tensor> block_scores(const at::Tensor& qf) const;

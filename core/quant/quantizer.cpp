@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "core/quant/calibration.h"
 #include "core/util/error.h"
 #include "core/util/shape.h"
 
@@ -21,6 +22,11 @@ at::Tensor QuantizedTensor::scores(const at::Tensor& q) const {
 
 at::Tensor QuantizedTensor::weighted_sum(const at::Tensor& p) const {
   return at::matmul(p, dequantize().to(at::kFloat));
+}
+
+at::Tensor KVQuantizer::calibrate_scores(const at::Tensor& scores) const {
+  const ScoreCalibration c = score_calibration();
+  return c.on ? calibrate_score_range(scores, c.a, c.b) : scores;
 }
 
 nlohmann::json KVQuantizer::describe() const {

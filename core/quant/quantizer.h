@@ -12,9 +12,11 @@
 #include <nlohmann/json.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/quant/options.h"
+#include "kernels/decode_attention.h"
 
 namespace calibq {
 
@@ -25,6 +27,12 @@ const char* kv_role_name(KVRole role);
 struct QuantContext {
   // [B, H, N]: attention each token received during prefill (token_drop's ranking).
   at::Tensor importance;
+};
+
+// CalibQuant's calibration of the visual scores (core/quant/calibration.h).
+struct ScoreCalibration {
+  bool on = false;
+  double a = 0, b = 0;
 };
 
 class QuantizedTensor {
@@ -43,6 +51,9 @@ class QuantizedTensor {
   virtual at::Tensor weighted_sum(const at::Tensor& p) const;
   // Whether scores/weighted_sum work on the codes (post-scaling) rather than on x̂.
   virtual bool code_domain() const { return false; }
+  // The codes, scale and zero-point as the decode-attention kernels take them, for
+  // post-scaled formats whose scales cover the whole segment per channel or per token.
+  virtual std::optional<kernels::PackedKV> packed_kv() const { return std::nullopt; }
 };
 
 class KVQuantizer {
@@ -55,9 +66,11 @@ class KVQuantizer {
   virtual std::unique_ptr<QuantizedTensor> quantize(const at::Tensor& x,
                                                     const QuantContext& context = {}) const = 0;
   // The calibration of the visual tokens' pre-softmax scores ([B, Hq, T, N_visual], after
-  // the 1/sqrt(d) scaling). Identity except for quantizers that calibrate (CalibQuant).
-  virtual at::Tensor calibrate_scores(const at::Tensor& scores) const { return scores; }
-  virtual bool calibrates() const { return false; }
+  // the 1/sqrt(d) scaling): each row's range [m, M] mapped onto [m + a, M + b] where
+  // score_calibration() is on (CalibQuant), the identity otherwise.
+  at::Tensor calibrate_scores(const at::Tensor& scores) const;
+  bool calibrates() const { return score_calibration().on; }
+  virtual ScoreCalibration score_calibration() const { return {}; }
   // Whether quantize() ranks tokens by QuantContext::importance (prefill attention), which
   // the model then computes; false spares every prefill that work.
   virtual bool needs_importance() const { return false; }

@@ -140,6 +140,32 @@ UniformQuantized::UniformQuantized(const at::Tensor& x, const RangeConfig& confi
   packed_ = kernels::pack_codes(codes, bits_);
 }
 
+std::optional<kernels::PackedKV> UniformQuantized::packed_kv() const {
+  if (!code_domain_ || params_.scale.numel() == 0) return std::nullopt;
+  kernels::PackedKV p;
+  p.packed = packed_;
+  p.bits = kernels::storage_bits(bits_);
+  const int64_t b = shape_[0], h = shape_[1], n = shape_[2], d = shape_[3];
+  switch (layout_.granularity) {
+    case Granularity::Tensor:  // one scale per sequence: as per channel, repeated
+      p.axis = kernels::ScaleAxis::Channel;
+      p.scale = params_.scale.expand({b, h, 1, d}).contiguous();
+      p.zero = params_.zero.expand({b, h, 1, d}).contiguous();
+      return p;
+    case Granularity::Channel:
+      if (layout_.group_size < n) return std::nullopt;  // groups of tokens: not a kernel layout
+      p.axis = kernels::ScaleAxis::Channel;
+      break;
+    case Granularity::Token:
+      if (layout_.group_size < d) return std::nullopt;  // groups of channels
+      p.axis = kernels::ScaleAxis::Token;
+      break;
+  }
+  p.scale = params_.scale;
+  p.zero = params_.zero;
+  return p;
+}
+
 at::Tensor UniformQuantized::codes() const { return kernels::unpack_codes(packed_, bits_, shape_.back()); }
 
 at::Tensor UniformQuantized::codes_float() const { return codes().to(at::kFloat); }

@@ -81,6 +81,7 @@ class UniformQuantized : public QuantizedTensor {
   at::Tensor scores(const at::Tensor& q) const override;
   at::Tensor weighted_sum(const at::Tensor& p) const override;
   bool code_domain() const override { return code_domain_; }
+  std::optional<kernels::PackedKV> packed_kv() const override;
 
   const at::Tensor& packed() const { return packed_; }
   const UniformParams& params() const { return params_; }

@@ -1,7 +1,6 @@
 // calibquant: CalibQuant (arXiv 2502.14882 v2). Post-scaled per-channel quantization with
 // the authors' clipping (0.5 keys / 0.3 values at 1 bit) and, for keys at 1 and 2 bits,
 // the calibration of the visual tokens' pre-softmax scores onto [m + a, M + b].
-#include "core/quant/calibration.h"
 #include "core/quant/range_quant.h"
 #include "core/quant/registry.h"
 
@@ -19,10 +18,7 @@ class CalibQuantizer : public RangeQuantizer {
     // The authors calibrate at 1 and 2 bits; at wider codes the scores are not inflated.
     calibrate_ = role == KVRole::Key && (mode == "on" || (mode == "auto" && config().bits <= 2));
   }
-  at::Tensor calibrate_scores(const at::Tensor& scores) const override {
-    return calibrate_ ? calibrate_score_range(scores, a_, b_) : scores;
-  }
-  bool calibrates() const override { return calibrate_; }
+  ScoreCalibration score_calibration() const override { return {calibrate_, a_, b_}; }
 
  private:
   double a_, b_;

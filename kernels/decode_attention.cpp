@@ -1,0 +1,201 @@
+// Input checks and device dispatch of decode attention: the CUDA kernels for CUDA tensors
+// (sequence splits chosen from the shapes and the SM count), the reference otherwise.
+#include "kernels/decode_attention.h"
+
+#include <algorithm>
+#include <functional>
+
+#include "kernels/cuda_dispatch.h"
+#include "kernels/pack_bits.h"
+
+#ifdef CALIBQ_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+
+#include "kernels/decode_attention_cuda.h"
+#endif
+
+namespace calibq::kernels {
+
+bool decode_attention_cuda_supports(int64_t query_heads, int64_t kv_heads, int64_t head_dim) {
+  return kv_heads > 0 && query_heads % kv_heads == 0 && query_heads / kv_heads <= 8 && head_dim > 0 && head_dim <= 256;
+}
+
+void check_decode_attention_inputs(const DecodeAttentionInputs& in) {
+  TORCH_CHECK(in.q.defined() && in.q.dim() == 3, "decode_attention: q must be [batch, query_heads, head_dim]");
+  TORCH_CHECK(in.q.scalar_type() == at::kFloat || in.q.scalar_type() == at::kHalf || in.q.scalar_type() == at::kBFloat16,
+              "decode_attention: q must be float32, float16 or bfloat16, got ", in.q.scalar_type());
+  TORCH_CHECK(in.has_packed || !in.full.empty(), "decode_attention: no segment to attend over");
+  const int64_t B = in.q.size(0), Hq = in.q.size(1), D = in.q.size(2);
+  int64_t H = -1;
+  auto check_heads = [&](int64_t h, const char* what) {
+    if (H < 0) H = h;
+    TORCH_CHECK(h == H, "decode_attention: ", what, " has ", h, " heads, another segment ", H);
+    TORCH_CHECK(H > 0 && Hq % H == 0, "decode_attention: ", Hq, " query heads are not a multiple of ", H, " KV heads");
+  };
+  for (size_t i = 0; i < in.full.size(); ++i) {
+    const auto& f = in.full[i];
+    TORCH_CHECK(f.k.dim() == 4 && f.k.sizes() == f.v.sizes(), "decode_attention: full segment ", i,
+                ": k and v must be [batch, heads, tokens, head_dim] of one shape, got ", f.k.sizes(), " and ", f.v.sizes());
+    TORCH_CHECK(f.k.size(0) == B && f.k.size(3) == D, "decode_attention: full segment ", i, " is ", f.k.sizes(),
+                " for q ", in.q.sizes());
+    TORCH_CHECK(f.k.scalar_type() == in.q.scalar_type() && f.v.scalar_type() == in.q.scalar_type(),
+                "decode_attention: full segment ", i, " must be in q's dtype ", in.q.scalar_type());
+    TORCH_CHECK(f.k.device() == in.q.device() && f.v.device() == in.q.device(), "decode_attention: full segment ", i,
+                " is on another device than q");
+    if (f.mask.defined())
+      TORCH_CHECK(f.mask.dim() == 2 && f.mask.size(0) == B && f.mask.size(1) == f.k.size(2) &&
+                      f.mask.scalar_type() == at::kFloat && f.mask.device() == in.q.device(),
+                  "decode_attention: full segment ", i, ": mask must be float32 [batch, tokens] on q's device, got ",
+                  f.mask.sizes());
+    check_heads(f.k.size(1), "a full segment");
+  }
+  if (in.has_packed) {
+    int64_t N = -1;
+    for (const PackedKV* p : {&in.key, &in.value}) {
+      const char* who = p == &in.key ? "packed keys" : "packed values";
+      TORCH_CHECK(p->bits == 1 || p->bits == 2 || p->bits == 4 || p->bits == 8, "decode_attention: ", who,
+                  ": storage bits must be 1, 2, 4 or 8, got ", p->bits);
+      TORCH_CHECK(p->packed.dim() == 4 && p->packed.scalar_type() == at::kByte && p->packed.size(0) == B &&
+                      p->packed.size(3) == packed_bytes(D, p->bits),
+                  "decode_attention: ", who, " must be uint8 [batch, heads, tokens, ", packed_bytes(D, p->bits),
+                  "], got ", p->packed.sizes());
+      TORCH_CHECK(p->packed.device() == in.q.device(), "decode_attention: ", who, " are on another device than q");
+      check_heads(p->packed.size(1), who);
+      if (N < 0) N = p->packed.size(2);
+      TORCH_CHECK(p->packed.size(2) == N, "decode_attention: packed keys and values differ in tokens");
+      const std::vector<int64_t> want = p->axis == ScaleAxis::Channel ? std::vector<int64_t>{B, H, 1, D}
+                                                                        : std::vector<int64_t>{B, H, N, 1};
+      for (const at::Tensor* t : {&p->scale, &p->zero})
+        TORCH_CHECK(t->defined() && t->sizes() == at::IntArrayRef(want) && t->scalar_type() == at::kFloat &&
+                        t->device() == in.q.device(),
+                    "decode_attention: ", who, ": scale and zero must be float32 ", at::IntArrayRef(want), " on q's device, got ",
+                    t->defined() ? t->sizes() : at::IntArrayRef{});
+    }
+    TORCH_CHECK(in.key.bits == in.value.bits, "decode_attention: packed keys and values must share the bit-width");
+  }
+}
+
+at::Tensor token_words(const at::Tensor& packed, int64_t tokens) {
+  if (!packed.is_cuda()) return token_words_cpu(packed, tokens);
+#ifdef CALIBQ_WITH_CUDA
+  TORCH_CHECK(packed.scalar_type() == at::kByte && packed.dim() >= 2 && packed.size(-2) == tokens,
+              "token_words: packed codes must be uint8 [..., ", tokens, ", D/8], got ", packed.sizes());
+  const at::Tensor p = packed.contiguous();
+  const int64_t d = p.size(-1) * 8, words = (tokens + 31) / 32;
+  const int64_t rows = tokens == 0 ? 0 : p.numel() / (tokens * p.size(-1));
+  auto sizes = p.sizes().vec();
+  sizes[sizes.size() - 2] = words;
+  sizes.back() = d;
+  at::Tensor out = at::empty(sizes, p.options().dtype(at::kInt));
+  check_cuda(cuda::launch_token_words(p.data_ptr<uint8_t>(), reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>()), rows,
+                                      tokens, static_cast<int>(d), current_stream(p)),
+             "token_words");
+  return out;
+#else
+  fail_no_cuda("token_words");
+#endif
+}
+
+at::Tensor decode_attention(const DecodeAttentionInputs& in) {
+  if (!in.q.is_cuda()) return decode_attention_cpu(in);
+#ifdef CALIBQ_WITH_CUDA
+  check_decode_attention_inputs(in);
+  const int64_t B = in.q.size(0), Hq = in.q.size(1), D = in.q.size(2);
+  const int64_t H = in.has_packed ? in.key.packed.size(1) : in.full.front().k.size(1);
+  TORCH_CHECK(decode_attention_cuda_supports(Hq, H, D), "decode_attention (CUDA): GQA groups up to 8 and head_dim up to 256, got ",
+              Hq, " query heads over ", H, " KV heads, head_dim ", D);
+  const at::Tensor q = (in.q.to(at::kFloat) * in.scale).contiguous();
+  cuda::DecodeShape s;
+  s.batch = static_cast<int>(B);
+  s.kv_heads = static_cast<int>(H);
+  s.groups = static_cast<int>(Hq / H);
+  s.head_dim = static_cast<int>(D);
+  s.q = q.data_ptr<float>();
+
+  // Splits: enough blocks to fill the GPU twice over, chunks no shorter than 64 tokens, and
+  // shared memory within 100 KiB so that two blocks fit an SM.
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t rows = B * H;
+  const size_t smem_limit = 100 * 1024;
+  auto choose = [&](int64_t length, const std::function<size_t(int64_t)>& shared) {
+    if (in.splits > 0) return std::min<int64_t>(in.splits, std::max<int64_t>(length, 1));
+    int64_t splits = std::clamp<int64_t>((2 * sms + rows - 1) / rows, 1, std::max<int64_t>(1, length / 64));
+    while (splits < length && shared((length + splits - 1) / splits) > smem_limit) ++splits;
+    return splits;
+  };
+  std::vector<cuda::FullSegmentArgs> fulls;
+  std::vector<at::Tensor> keep;  // contiguous copies live until the launches are queued
+  int total = 0;
+  for (const auto& f : in.full) {
+    cuda::FullSegmentArgs a;
+    a.length = f.k.size(2);
+    if (a.length == 0) continue;
+    keep.push_back(f.k.contiguous());
+    a.k = keep.back().data_ptr();
+    keep.push_back(f.v.contiguous());
+    a.v = keep.back().data_ptr();
+    if (f.mask.defined()) {
+      keep.push_back(f.mask.contiguous());
+      a.mask = keep.back().data_ptr<float>();
+    }
+    a.type = in.q.scalar_type() == at::kHalf ? cuda::KVType::F16
+             : in.q.scalar_type() == at::kBFloat16 ? cuda::KVType::BF16 : cuda::KVType::F32;
+    a.splits = static_cast<int>(choose(a.length, [&](int64_t c) { return cuda::full_segment_shared_bytes(s, c); }));
+    a.split_offset = total;
+    total += a.splits;
+    fulls.push_back(a);
+  }
+  cuda::PackedSegmentArgs p;
+  at::Tensor minmax;
+  if (in.has_packed && in.key.packed.size(2) > 0) {
+    p.length = in.key.packed.size(2);
+    p.bits = in.key.bits;
+    p.row_bytes = static_cast<int>(in.key.packed.size(3));
+    for (const at::Tensor& t : {in.key.packed, in.key.scale, in.key.zero, in.value.packed, in.value.scale, in.value.zero})
+      keep.push_back(t.contiguous());
+    const size_t k0 = keep.size() - 6;
+    p.k_packed = keep[k0].data_ptr<uint8_t>();
+    p.k_scale = keep[k0 + 1].data_ptr<float>();
+    p.k_zero = keep[k0 + 2].data_ptr<float>();
+    p.v_packed = keep[k0 + 3].data_ptr<uint8_t>();
+    p.v_scale = keep[k0 + 4].data_ptr<float>();
+    p.v_zero = keep[k0 + 5].data_ptr<float>();
+    p.k_token_axis = in.key.axis == ScaleAxis::Token;
+    p.v_token_axis = in.value.axis == ScaleAxis::Token;
+    // 1-bit with head_dim a multiple of 32: the tensor-core path, which reads values as token-major words.
+    if (p.bits == 1 && D % 32 == 0) {
+      keep.push_back(in.value.token_words.defined() ? in.value.token_words.contiguous() : token_words(in.value.packed, p.length));
+      p.v_token_words = reinterpret_cast<const uint32_t*>(keep.back().data_ptr<int32_t>());
+    }
+    p.calibrate = in.calibrate;
+    p.calib_a = static_cast<float>(in.calib_a);
+    p.calib_b = static_cast<float>(in.calib_b);
+    p.splits = static_cast<int>(
+        choose(p.length, [&](int64_t c) { return cuda::packed_segment_shared_bytes(s, p.bits, p.row_bytes, c); }));
+    TORCH_CHECK(cuda::packed_segment_shared_bytes(s, p.bits, p.row_bytes, (p.length + p.splits - 1) / p.splits) <= 227 * 1024,
+                "decode_attention (CUDA): the packed segment's tables do not fit shared memory (", s.groups, " query heads per KV head, ",
+                p.bits, " bits, head_dim ", D, ")");
+    p.split_offset = total;
+    total += p.splits;
+    if (p.calibrate && p.splits > 1) {
+      minmax = at::empty({B, Hq, p.splits, 2}, q.options());
+      p.minmax = minmax.data_ptr<float>();
+    }
+  }
+  s.total_splits = total;
+  at::Tensor part_o = at::empty({B, Hq, std::max(total, 1), D}, q.options());
+  at::Tensor part_ml = at::empty({B, Hq, std::max(total, 1), 2}, q.options());
+  s.part_o = part_o.data_ptr<float>();
+  s.part_ml = part_ml.data_ptr<float>();
+  at::Tensor out = at::empty({B, Hq, D}, q.options());
+  cudaStream_t stream = current_stream(q);
+  for (const auto& a : fulls) check_cuda(cuda::launch_full_segment(s, a, stream), "decode_attention (full segment)");
+  if (p.length > 0) check_cuda(cuda::launch_packed_segment(s, p, stream), "decode_attention (packed segment)");
+  check_cuda(cuda::launch_merge(s, out.data_ptr<float>(), stream), "decode_attention (merge)");
+  return out.to(in.q.scalar_type());
+#else
+  fail_no_cuda("decode_attention");
+#endif
+}
+
+}  // namespace calibq::kernels

@@ -1,0 +1,841 @@
+// CUDA kernels of decode attention over segments (decode_attention.h is the interface,
+// decode_attention_cpu.cpp the specification). One thread block per (sequence, KV head,
+// sequence split) serves all G query heads of its KV head, so K/V are read once per step
+// (GQA without repeating them). Each split leaves its unnormalized output, maximum and sum
+// of exponentials; merge combines the splits of all segments (log-sum-exp).
+//
+// The packed segment is attended on its codes. For 1- and 2-bit codes a byte holds 8 or 4
+// codes, and both matmuls go through 256-entry tables per byte position instead of a
+// multiply per code:
+//   scores:  T[g][j][c] = Σ_k q'[g][j·cpb + k] · code_k(c), then score = Σ_j T[g][j][byte_j]
+//   values:  H[g][j][c] = Σ_{tokens whose byte j is c} p, then out[d] = Σ_c H[g][j][c] · code_k(c)
+// which cuts the work per token from D multiply-adds to D·bits/8 table reads.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <mutex>
+#include <type_traits>
+#include <unordered_map>
+
+#include "kernels/decode_attention_cuda.h"
+
+namespace calibq::kernels::cuda {
+
+namespace {
+
+constexpr int kFullThreads = 128;
+constexpr int kPackedThreads = 256;
+constexpr int kMaxPerLane = 8;  // head_dim <= 256 = 32 lanes x 8
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+struct Sum {
+  __device__ float operator()(float a, float b) const { return a + b; }
+};
+struct Max {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+struct Min {
+  __device__ float operator()(float a, float b) const { return fminf(a, b); }
+};
+
+template <typename Op>
+__device__ __forceinline__ float warp_reduce(float x, Op op) {
+  for (int o = 16; o > 0; o >>= 1) x = op(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
+
+// Every thread of the block gets the reduction of one value per thread. scratch: 32 floats.
+template <typename Op>
+__device__ float block_reduce(float x, float* scratch, Op op, float identity) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  x = warp_reduce(x, op);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = x;
+  __syncthreads();
+  x = lane < warps ? scratch[lane] : identity;
+  return warp_reduce(x, op);
+}
+
+// Rows g < G of `len` scores (row stride `stride`) become exp(s - max) in place; max and sum per row.
+template <int G>
+__device__ void softmax_rows(float* s, int64_t stride, int len, float* row_max, float* row_sum, float* scratch) {
+  for (int g = 0; g < G; ++g) {
+    float m = -INFINITY;
+    for (int i = threadIdx.x; i < len; i += blockDim.x) m = fmaxf(m, s[g * stride + i]);
+    m = block_reduce(m, scratch, Max{}, -INFINITY);
+    float sum = 0.f;
+    for (int i = threadIdx.x; i < len; i += blockDim.x) {
+      const float p = m == -INFINITY ? 0.f : expf(s[g * stride + i] - m);
+      s[g * stride + i] = p;
+      sum += p;
+    }
+    sum = block_reduce(sum, scratch, Sum{}, 0.f);
+    if (threadIdx.x == 0) {
+      row_max[g] = m;
+      row_sum[g] = sum;
+    }
+  }
+  __syncthreads();
+}
+
+__device__ __forceinline__ void write_partial(const DecodeShape& s, int bh, int g, int split, float m, float l) {
+  const int64_t r = (static_cast<int64_t>(bh) * s.groups + g) * s.total_splits + split;
+  s.part_ml[r * 2] = m;
+  s.part_ml[r * 2 + 1] = l;
+}
+__device__ __forceinline__ float* partial_out(const DecodeShape& s, int bh, int g, int split) {
+  return s.part_o + ((static_cast<int64_t>(bh) * s.groups + g) * s.total_splits + split) * s.head_dim;
+}
+
+
+// CalibQuant's calibration of rows g < G of `len` scores: the row's range [m, M] over every
+// split (from the min/max pass when there are several) onto [m + a, M + b]. With
+// minmax_only, records this split's range and returns false (the caller stops there).
+template <int G>
+__device__ bool calibrate_rows(float* sc, int64_t chunk, int len, const PackedSegmentArgs& a, int bh, int split,
+                               bool minmax_only, float* scratch, float* alpha, float* beta) {
+  if (!a.calibrate) return true;
+  for (int g = 0; g < G; ++g) {
+    float lo = INFINITY, hi = -INFINITY;
+    for (int i = threadIdx.x; i < len; i += blockDim.x) {
+      lo = fminf(lo, sc[g * chunk + i]);
+      hi = fmaxf(hi, sc[g * chunk + i]);
+    }
+    lo = block_reduce(lo, scratch, Min{}, INFINITY);
+    hi = block_reduce(hi, scratch, Max{}, -INFINITY);
+    float* mm = a.minmax + ((static_cast<int64_t>(bh) * G + g) * a.splits) * 2;
+    if (minmax_only) {
+      if (threadIdx.x == 0) {
+        mm[split * 2] = lo;
+        mm[split * 2 + 1] = hi;
+      }
+      continue;
+    }
+    if (a.splits > 1) {
+      lo = INFINITY;
+      hi = -INFINITY;
+      for (int t = 0; t < a.splits; ++t) {
+        lo = fminf(lo, mm[t * 2]);
+        hi = fmaxf(hi, mm[t * 2 + 1]);
+      }
+    }
+    if (threadIdx.x == 0) {
+      const float al = hi > lo ? ((hi + a.calib_b) - (lo + a.calib_a)) / (hi - lo) : 0.f;
+      alpha[g] = al;
+      beta[g] = (lo + a.calib_a) - al * lo;
+    }
+  }
+  if (minmax_only) return false;
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * len; i += blockDim.x) {
+    const int g = i / len, t = i % len;
+    sc[g * chunk + t] = alpha[g] * sc[g * chunk + t] + beta[g];
+  }
+  __syncthreads();
+  return true;
+}
+
+// Per-token value scales fold into the probabilities: p' = p s_n, and delta = -Σ p s_n z_n.
+template <int G>
+__device__ void fold_token_value_scales(float* sc, int64_t chunk, int len, int64_t n0, const float* vs, const float* vz,
+                                        float* scratch, float* delta) {
+  for (int g = 0; g < G; ++g) {
+    float part = 0.f;
+    for (int i = threadIdx.x; i < len; i += blockDim.x) {
+      const float p = sc[g * chunk + i] * vs[n0 + i];
+      part += p * vz[n0 + i];
+      sc[g * chunk + i] = p;
+    }
+    part = block_reduce(part, scratch, Sum{}, 0.f);
+    if (threadIdx.x == 0) delta[g] = -part;
+  }
+  __syncthreads();
+}
+
+// A packed split's partial output from its code sums Σ p' c ([G][D] in shared memory):
+// s_d (Σ p c - z_d Σ p) for per-channel value scales, Σ p' c - Σ p s z for per-token ones.
+template <int G>
+__device__ void write_value_partials(const DecodeShape& s, const PackedSegmentArgs& a, int bh, int split_index,
+                                     const float* sums, const float* vs, const float* vz, const float* delta,
+                                     const float* row_max, const float* row_sum) {
+  const int D = s.head_dim;
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    const int g = i / D, d = i % D;
+    partial_out(s, bh, g, split_index)[d] = a.v_token_axis ? sums[i] + delta[g] : vs[d] * (sums[i] - vz[d] * row_sum[g]);
+  }
+  if (threadIdx.x < G) write_partial(s, bh, threadIdx.x, split_index, row_max[threadIdx.x], row_sum[threadIdx.x]);
+}
+
+// ---------------------------------------------------------------- full-precision segments
+
+// Lane `lane`'s elements d = lane + 32 i of a row of D, as float (zero past D).
+template <typename T>
+__device__ __forceinline__ void load_lane_row(float (&x)[kMaxPerLane], const T* row, int lane, int D) {
+#pragma unroll
+  for (int i = 0; i < kMaxPerLane; ++i) {
+    const int d = lane + 32 * i;
+    x[i] = d < D ? to_float(row[d]) : 0.f;
+  }
+}
+
+template <typename T, int G>
+__global__ void __launch_bounds__(kFullThreads) full_segment_kernel(DecodeShape s, FullSegmentArgs a) {
+  extern __shared__ float smem[];
+  const int bh = blockIdx.x, split = blockIdx.y, b = bh / s.kv_heads;
+  const int D = s.head_dim, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = kFullThreads / 32;
+  const int64_t L = a.length, chunk = (L + a.splits - 1) / a.splits;
+  const int64_t n0 = split * chunk, n1 = n0 + chunk < L ? n0 + chunk : L;
+  const int len = n1 > n0 ? static_cast<int>(n1 - n0) : 0;
+  float* qs = smem;                    // [G][D]
+  float* sc = qs + G * D;              // [G][chunk]
+  float* red = sc + G * chunk;         // [warps][G][D]
+  float* scratch = red + warps * G * D;  // 32 + 2G
+  float* row_max = scratch + 32;
+  float* row_sum = row_max + G;
+
+  const float* q = s.q + static_cast<int64_t>(bh) * G * D;
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) qs[i] = q[i];
+  __syncthreads();
+  const T* K = static_cast<const T*>(a.k) + static_cast<int64_t>(bh) * L * D;
+  const T* V = static_cast<const T*>(a.v) + static_cast<int64_t>(bh) * L * D;
+
+  for (int64_t n = n0 + warp; n < n1; n += warps) {
+    float k[kMaxPerLane];
+    load_lane_row(k, K + n * D, lane, D);
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      float dot = 0.f;
+#pragma unroll
+      for (int i = 0; i < kMaxPerLane; ++i) {
+        const int d = lane + 32 * i;
+        if (d < D) dot += qs[g * D + d] * k[i];
+      }
+      dot = warp_reduce(dot, Sum{});
+      if (lane == 0) sc[g * chunk + (n - n0)] = dot + (a.mask ? a.mask[static_cast<int64_t>(b) * L + n] : 0.f);
+    }
+  }
+  __syncthreads();
+  softmax_rows<G>(sc, chunk, len, row_max, row_sum, scratch);
+
+  float acc[G][kMaxPerLane];
+#pragma unroll
+  for (int g = 0; g < G; ++g)
+#pragma unroll
+    for (int i = 0; i < kMaxPerLane; ++i) acc[g][i] = 0.f;
+  for (int64_t n = n0 + warp; n < n1; n += warps) {
+    float v[kMaxPerLane];
+    load_lane_row(v, V + n * D, lane, D);
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const float p = sc[g * chunk + (n - n0)];
+#pragma unroll
+      for (int i = 0; i < kMaxPerLane; ++i) acc[g][i] += p * v[i];
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < G; ++g)
+#pragma unroll
+    for (int i = 0; i < kMaxPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (d < D) red[(warp * G + g) * D + d] = acc[g][i];
+    }
+  __syncthreads();
+  const int split_index = a.split_offset + split;
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    float sum = 0.f;
+    for (int w = 0; w < warps; ++w) sum += red[w * G * D + i];
+    partial_out(s, bh, i / D, split_index)[i % D] = sum;
+  }
+  if (threadIdx.x < G) write_partial(s, bh, threadIdx.x, split_index, row_max[threadIdx.x], row_sum[threadIdx.x]);
+}
+
+// ---------------------------------------------------------------- the packed segment
+
+struct PackedLayout {
+  int D, P, cpb, Dp;  // head dim, bytes per row, codes per byte, padded dim P * cpb
+  int64_t chunk;
+  bool table;
+};
+
+__host__ __device__ inline PackedLayout packed_layout(int G, int D, int bits, int row_bytes, int64_t chunk) {
+  PackedLayout l;
+  l.D = D;
+  l.P = row_bytes;
+  l.cpb = 8 / bits;
+  l.Dp = row_bytes * (8 / bits);
+  l.chunk = chunk;
+  // 256-entry tables per byte position for 1-2 bits, where they fit 64 KiB; direct decode otherwise.
+  l.table = bits <= 2 && static_cast<int64_t>(G) * row_bytes * 256 * 4 <= 64 * 1024;
+  return l;
+}
+
+// Floats of dynamic shared memory: q' [G][Dp], scores [G][chunk], table [G][P][256],
+// outputs [G][D], scratch 32 + 8G.
+__host__ __device__ inline int64_t packed_floats(int G, const PackedLayout& l) {
+  return static_cast<int64_t>(G) * l.Dp + G * l.chunk + (l.table ? static_cast<int64_t>(G) * l.P * 256 : 0) +
+         static_cast<int64_t>(G) * l.D + 32 + 8 * G;
+}
+
+template <int G>
+__device__ __forceinline__ void score_byte(float (&acc)[G], unsigned c, int j, const PackedLayout& l, const float* table,
+                                           const float* qp, int bits, unsigned mask) {
+  if (l.table) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) acc[g] += table[(g * l.P + j) * 256 + c];
+  } else {
+    for (int k = 0; k < l.cpb; ++k) {
+      const float code = static_cast<float>((c >> (k * bits)) & mask);
+#pragma unroll
+      for (int g = 0; g < G; ++g) acc[g] += qp[g * l.Dp + j * l.cpb + k] * code;
+    }
+  }
+}
+
+template <int G>
+__global__ void __launch_bounds__(kPackedThreads)
+    packed_segment_kernel(DecodeShape s, PackedSegmentArgs a, PackedLayout l, bool minmax_only) {
+  extern __shared__ float smem[];
+  const int bh = blockIdx.x, split = blockIdx.y;
+  const int D = l.D, P = l.P, bits = a.bits;
+  const unsigned mask = (1u << bits) - 1u;
+  const int64_t N = a.length, chunk = l.chunk;
+  const int64_t n0 = split * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
+  const int len = n1 > n0 ? static_cast<int>(n1 - n0) : 0;
+  float* qp = smem;                                   // [G][Dp]
+  float* sc = qp + G * l.Dp;                          // [G][chunk]
+  float* table = sc + G * chunk;                      // [G][P][256] (1-2 bits)
+  float* outs = table + (l.table ? G * P * 256 : 0);  // [G][D]
+  float* scratch = outs + G * D;                      // 32
+  float* cst = scratch + 32;                          // [G]: -Σ q' z (channel keys) or Σ q (token keys)
+  float* row_max = cst + G;
+  float* row_sum = row_max + G;
+  float* alpha = row_sum + G;
+  float* beta = alpha + G;
+  float* delta = beta + G;                            // Σ p s_n z_n (token values)
+
+  // 1. q' = q ⊙ s (channel keys) or q, zero beyond D; the per-row constant.
+  const float* q = s.q + static_cast<int64_t>(bh) * G * D;
+  const float* ks = a.k_scale + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
+  const float* kz = a.k_zero + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
+  for (int i = threadIdx.x; i < G * l.Dp; i += blockDim.x) {
+    const int g = i / l.Dp, d = i % l.Dp;
+    float v = d < D ? q[g * D + d] : 0.f;
+    if (!a.k_token_axis && d < D) v *= ks[d];
+    qp[i] = v;
+  }
+  __syncthreads();
+  for (int g = 0; g < G; ++g) {
+    float part = 0.f;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) part += a.k_token_axis ? qp[g * l.Dp + d] : -qp[g * l.Dp + d] * kz[d];
+    part = block_reduce(part, scratch, Sum{}, 0.f);
+    if (threadIdx.x == 0) cst[g] = part;
+  }
+  // 2. Score tables (1-2 bits).
+  if (l.table) {
+    for (int i = threadIdx.x; i < G * P * 256; i += blockDim.x) {
+      const int g = i / (P * 256), j = (i / 256) % P;
+      const unsigned c = i & 255;
+      float t = 0.f;
+      for (int k = 0; k < l.cpb; ++k) t += qp[g * l.Dp + j * l.cpb + k] * static_cast<float>((c >> (k * bits)) & mask);
+      table[i] = t;
+    }
+  }
+  __syncthreads();
+
+  // 3. Scores, one thread per token (rows of 16 or 4 bytes read as one word when aligned).
+  const uint8_t* KP = a.k_packed + static_cast<int64_t>(bh) * N * P;
+  const bool vec16 = (P % 16 == 0) && (reinterpret_cast<uintptr_t>(a.k_packed) % 16 == 0);
+  const bool vec4 = (P % 4 == 0) && (reinterpret_cast<uintptr_t>(a.k_packed) % 4 == 0);
+  for (int64_t n = n0 + threadIdx.x; n < n1; n += blockDim.x) {
+    float acc[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) acc[g] = 0.f;
+    const uint8_t* row = KP + n * P;
+    if (vec16) {
+      for (int j0 = 0; j0 < P; j0 += 16) {
+        const uint4 w = *reinterpret_cast<const uint4*>(row + j0);
+        const unsigned words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int e = 0; e < 16; ++e) score_byte<G>(acc, (words[e >> 2] >> ((e & 3) * 8)) & 255u, j0 + e, l, table, qp, bits, mask);
+      }
+    } else if (vec4) {
+      for (int j0 = 0; j0 < P; j0 += 4) {
+        const unsigned w = *reinterpret_cast<const unsigned*>(row + j0);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) score_byte<G>(acc, (w >> (e * 8)) & 255u, j0 + e, l, table, qp, bits, mask);
+      }
+    } else {
+      for (int j = 0; j < P; ++j) score_byte<G>(acc, row[j], j, l, table, qp, bits, mask);
+    }
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+      sc[g * chunk + (n - n0)] = a.k_token_axis ? ks[n] * (acc[g] - kz[n] * cst[g]) : acc[g] + cst[g];
+  }
+  __syncthreads();
+
+  // 4. Calibration: the row's score range [m, M] (over every split) onto [m + a, M + b].
+  if (!calibrate_rows<G>(sc, chunk, len, a, bh, split, minmax_only, scratch, alpha, beta)) return;
+
+  // 5. Softmax over this split.
+  softmax_rows<G>(sc, chunk, len, row_max, row_sum, scratch);
+
+  // 6. Weighted sum of value codes. Per-token value scales fold into p.
+  const uint8_t* VP = a.v_packed + static_cast<int64_t>(bh) * N * P;
+  const float* vs = a.v_scale + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
+  const float* vz = a.v_zero + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
+  if (a.v_token_axis) fold_token_value_scales<G>(sc, chunk, len, n0, vs, vz, scratch, delta);
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) outs[i] = 0.f;
+  if (l.table) {
+    for (int i = threadIdx.x; i < G * P * 256; i += blockDim.x) table[i] = 0.f;
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < static_cast<int64_t>(len) * P; i += blockDim.x) {
+      const int t = static_cast<int>(i / P), j = static_cast<int>(i % P);
+      const unsigned c = VP[(n0 + t) * P + j];
+#pragma unroll
+      for (int g = 0; g < G; ++g) atomicAdd(&table[(g * P + j) * 256 + c], sc[g * chunk + t]);
+    }
+    __syncthreads();
+    const int outputs = G * D;
+    const int parts = outputs >= static_cast<int>(blockDim.x) ? 1 : static_cast<int>(blockDim.x) / outputs;
+    for (int i = threadIdx.x; i < outputs * parts; i += blockDim.x) {
+      const int o = i / parts, part = i % parts, g = o / D, d = o % D, j = d / l.cpb, k = d % l.cpb;
+      const int c0 = part * 256 / parts, c1 = (part + 1) * 256 / parts;
+      const float* h = table + (g * P + j) * 256;
+      float sum = 0.f;
+      for (int c = c0; c < c1; ++c) sum += h[c] * static_cast<float>((static_cast<unsigned>(c) >> (k * bits)) & mask);
+      atomicAdd(&outs[o], sum);
+    }
+  } else {
+    __syncthreads();
+    const int lanes = static_cast<int>(blockDim.x) / P;  // token lanes; P <= 256 = blockDim
+    const int j = threadIdx.x % P, lane = threadIdx.x / P;
+    if (lane < lanes) {
+      float acc[G][8];
+#pragma unroll
+      for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int k = 0; k < 8; ++k) acc[g][k] = 0.f;
+      for (int t = lane; t < len; t += lanes) {
+        const unsigned c = VP[(n0 + t) * P + j];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          if (k >= l.cpb) break;
+          const float code = static_cast<float>((c >> (k * bits)) & mask);
+#pragma unroll
+          for (int g = 0; g < G; ++g) acc[g][k] += sc[g * chunk + t] * code;
+        }
+      }
+#pragma unroll
+      for (int g = 0; g < G; ++g)
+        for (int k = 0; k < l.cpb; ++k) {
+          const int d = j * l.cpb + k;
+          if (d < D) atomicAdd(&outs[g * D + d], acc[g][k]);
+        }
+    }
+  }
+  __syncthreads();
+
+  // 7. Scale and zero-point after the sum.
+  write_value_partials<G>(s, a, bh, a.split_offset + split, outs, vs, vz, delta, row_max, row_sum);
+}
+
+
+// ---------------------------------------------------------------- 1 bit on binary tensor cores
+//
+// With 1-bit codes both matmuls become AND + popcount on the tensor cores
+// (mma ... .b1.b1.s32.and.popc): the float operand is written in fixed point and split into
+// bit planes, one plane per row of the A matrix, and the plane sums are weighted by 2^i:
+//   scores: q' ≈ lo + Δ u (u < 2^15, 15 planes, the 16th row all ones gives Σ_d c_nd):
+//           Σ_d q'_d c_nd = lo · popc(c_n) + Δ Σ_i 2^i popc(plane_i ∧ c_n)
+//   values: p' ≈ Δp u (u < 2^16, 16 planes), Σ_n p'_n c_nd = Δp Σ_i 2^i popc(plane_i ∧ c_·d)
+// with K read as stored (D bits per token) and V as token-major words (32 tokens of one
+// channel per word). Fragment layouts are those of PTX's mma.m16n8k128 / m16n8k256 for .b1:
+// lane (g = lane / 4, t = lane % 4) holds A words (row g [+8], word t [+4]), B words
+// (column g, word t [+4]) and C entries (row g [+8], column 2t [+1]).
+
+__device__ __forceinline__ void mma_b1_k128(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t b0) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("mma.sync.aligned.m16n8k128.row.col.s32.b1.b1.s32.and.popc {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+               : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+               : "r"(a0), "r"(a1), "r"(b0));
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void mma_b1_k256(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  __trap();
+#endif
+}
+
+constexpr int kB1Threads = 128;  // 4 warps, up to 8 blocks per SM: blocks in different phases overlap
+constexpr int kB1Chunk = 256;  // splits hold whole m16n8k256 token blocks
+
+__host__ __device__ inline int64_t b1_floats(int G, int D, int64_t chunk) {
+  return static_cast<int64_t>(G) * D * 2 + G * chunk + G * 16 * 8 + G * 16 * (chunk / 32) + 32 + 12 * G;
+}
+
+template <int G>
+__global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s, PackedSegmentArgs a, int64_t chunk,
+                                                               bool minmax_only) {
+  extern __shared__ float smem[];
+  const int bh = blockIdx.x, split = blockIdx.y;
+  const int D = s.head_dim, KW = D / 32;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = kB1Threads / 32;
+  const int gq = lane >> 2, tq = lane & 3;
+  const int64_t N = a.length, n0 = split * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
+  const int len = n1 > n0 ? static_cast<int>(n1 - n0) : 0;
+  const int Wc = static_cast<int>(chunk / 32);
+  float* qf = smem;                                             // [G][D] q'
+  float* sc = qf + G * D;                                       // [G][chunk]
+  uint32_t* qplanes = reinterpret_cast<uint32_t*>(sc + G * chunk);  // [G][16][8]
+  uint32_t* pplanes = qplanes + G * 16 * 8;                     // [G][16][Wc]
+  float* red = reinterpret_cast<float*>(pplanes + G * 16 * Wc);  // [G][D]
+  float* scratch = red + G * D;                                 // 32
+  float* qlo = scratch + 32;
+  float* qstep = qlo + G;
+  float* cst = qstep + G;
+  float* row_max = cst + G;
+  float* row_sum = row_max + G;
+  float* alpha = row_sum + G;
+  float* beta = alpha + G;
+  float* delta = beta + G;
+  float* pstep = delta + G;
+
+  // 1. q' (float), its range, the per-row constant.
+  const float* q = s.q + static_cast<int64_t>(bh) * G * D;
+  const float* ks = a.k_scale + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
+  const float* kz = a.k_zero + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) qf[i] = a.k_token_axis ? q[i] : q[i] * ks[i % D];
+  __syncthreads();
+  for (int g = 0; g < G; ++g) {
+    float lo = INFINITY, hi = -INFINITY, c = 0.f;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+      const float v = qf[g * D + d];
+      lo = fminf(lo, v);
+      hi = fmaxf(hi, v);
+      c += a.k_token_axis ? v : -v * kz[d];
+    }
+    lo = block_reduce(lo, scratch, Min{}, INFINITY);
+    hi = block_reduce(hi, scratch, Max{}, -INFINITY);
+    c = block_reduce(c, scratch, Sum{}, 0.f);
+    if (threadIdx.x == 0) {
+      qlo[g] = lo;
+      qstep[g] = (hi - lo) / 32767.f;
+      cst[g] = c;
+    }
+  }
+  __syncthreads();
+  // 2. Bit planes of q' (15) and the all-ones row, words of 32 channels, zero past D.
+  for (int idx = warp; idx < G * 8; idx += warps) {
+    const int g = idx / 8, w = idx % 8, d = w * 32 + lane;
+    uint32_t u = 0;
+    if (d < D && qstep[g] > 0.f) u = min(32767u, static_cast<uint32_t>(rintf((qf[g * D + d] - qlo[g]) / qstep[g])));
+    for (int i = 0; i < 16; ++i) {
+      const uint32_t word = __ballot_sync(0xffffffffu, i < 15 ? ((u >> i) & 1u) : (d < D));
+      if (lane == i) qplanes[(g * 16 + i) * 8 + w] = word;
+    }
+  }
+  __syncthreads();
+
+  // 3. Scores: eight tokens per mma, every query head of the group against the same K words.
+  uint32_t qa[G][2][2];
+  float w_lo[G], w_hi[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      qa[g][c][0] = qplanes[(g * 16 + gq) * 8 + 4 * c + tq];
+      qa[g][c][1] = qplanes[(g * 16 + gq + 8) * 8 + 4 * c + tq];
+    }
+    w_lo[g] = qstep[g] * static_cast<float>(1u << gq);
+    w_hi[g] = gq + 8 == 15 ? qlo[g] : qstep[g] * static_cast<float>(1u << (gq + 8));
+  }
+  const uint32_t* K32 = reinterpret_cast<const uint32_t*>(a.k_packed) + static_cast<int64_t>(bh) * N * KW;
+  const int chunks = (KW + 3) / 4;
+  constexpr int kUnits = 8;  // 8-token units per warp per round: their loads are all in flight at once
+  for (int u0 = warp * kUnits; u0 * 8 < len; u0 += warps * kUnits) {
+    uint32_t b[kUnits][2];
+#pragma unroll
+    for (int k = 0; k < kUnits; ++k) {
+      const int64_t n = n0 + (u0 + k) * 8 + gq;
+#pragma unroll
+      for (int c = 0; c < 2; ++c)
+        b[k][c] = c < chunks && n < n1 && 4 * c + tq < KW ? __ldg(K32 + n * KW + 4 * c + tq) : 0u;
+    }
+#pragma unroll
+    for (int k = 0; k < kUnits; ++k) {
+      const int u = u0 + k;
+      if (u * 8 >= len) break;
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        int acc[4] = {0, 0, 0, 0};
+#pragma unroll
+        for (int c = 0; c < 2; ++c)
+          if (c < chunks) mma_b1_k128(acc, qa[g][c][0], qa[g][c][1], b[k][c]);
+        float t0 = acc[0] * w_lo[g] + acc[2] * w_hi[g];
+        float t1 = acc[1] * w_lo[g] + acc[3] * w_hi[g];
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) {
+          t0 += __shfl_xor_sync(0xffffffffu, t0, o);
+          t1 += __shfl_xor_sync(0xffffffffu, t1, o);
+        }
+        if (gq == 0) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int64_t m = n0 + u * 8 + 2 * tq + e;
+            if (m < n1) {
+              const float dot = e ? t1 : t0;
+              sc[g * chunk + (m - n0)] = a.k_token_axis ? ks[m] * (dot - kz[m] * cst[g]) : dot + cst[g];
+            }
+          }
+        }
+      }
+    }
+  }
+  __syncthreads();
+
+  // 4-5. Calibration and softmax over this split.
+  if (!calibrate_rows<G>(sc, chunk, len, a, bh, split, minmax_only, scratch, alpha, beta)) return;
+  softmax_rows<G>(sc, chunk, len, row_max, row_sum, scratch);
+
+  // 6. Values: p' in 16-bit fixed point, bit planes by ballot, then AND + popcount against
+  //    the token-major value words; each warp owns channel groups of 8 over the whole split.
+  const float* vs = a.v_scale + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
+  const float* vz = a.v_zero + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
+  if (a.v_token_axis) fold_token_value_scales<G>(sc, chunk, len, n0, vs, vz, scratch, delta);
+  for (int g = 0; g < G; ++g) {
+    float m = 0.f;
+    for (int i = threadIdx.x; i < len; i += blockDim.x) m = fmaxf(m, sc[g * chunk + i]);
+    m = block_reduce(m, scratch, Max{}, 0.f);
+    if (threadIdx.x == 0) pstep[g] = m / 65535.f;
+  }
+  __syncthreads();
+  for (int idx = warp; idx < G * Wc; idx += warps) {
+    const int g = idx / Wc, w = idx % Wc, t = w * 32 + lane;
+    uint32_t u = 0;
+    if (t < len && pstep[g] > 0.f) u = min(65535u, static_cast<uint32_t>(rintf(sc[g * chunk + t] / pstep[g])));
+    for (int i = 0; i < 16; ++i) {
+      const uint32_t word = __ballot_sync(0xffffffffu, (u >> i) & 1u);
+      if (lane == i) pplanes[(g * 16 + i) * Wc + w] = word;
+    }
+  }
+  __syncthreads();
+  const int64_t Wtot = (N + 31) / 32, w0 = n0 / 32;
+  const uint32_t* VT = a.v_token_words + static_cast<int64_t>(bh) * Wtot * D;
+  for (int cg = warp; cg < D / 8; cg += warps) {
+    int acc[G][4];
+#pragma unroll
+    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0;
+    const int d = cg * 8 + gq;
+    const int blocks = (len + 255) / 256;
+    for (int tb0 = 0; tb0 < blocks; tb0 += 4) {
+      uint32_t bw[4][2];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int64_t wa = w0 + (tb0 + k) * 8 + tq, wb = wa + 4;
+        const bool ok = tb0 + k < blocks;
+        bw[k][0] = ok && wa < Wtot ? __ldg(VT + wa * D + d) : 0u;
+        bw[k][1] = ok && wb < Wtot ? __ldg(VT + wb * D + d) : 0u;
+      }
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        if (tb0 + k >= blocks) break;
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          const uint32_t* pl = pplanes + g * 16 * Wc + (tb0 + k) * 8 + tq;
+          const uint32_t af[4] = {pl[gq * Wc], pl[(gq + 8) * Wc], pl[gq * Wc + 4], pl[(gq + 8) * Wc + 4]};
+          mma_b1_k256(acc[g], af, bw[k][0], bw[k][1]);
+        }
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const float lo_w = static_cast<float>(1u << gq), hi_w = static_cast<float>(1u << (gq + 8));
+      float t0 = acc[g][0] * lo_w + acc[g][2] * hi_w;
+      float t1 = acc[g][1] * lo_w + acc[g][3] * hi_w;
+#pragma unroll
+      for (int o = 4; o < 32; o <<= 1) {
+        t0 += __shfl_xor_sync(0xffffffffu, t0, o);
+        t1 += __shfl_xor_sync(0xffffffffu, t1, o);
+      }
+      if (gq == 0) {
+        red[g * D + cg * 8 + 2 * tq] = t0 * pstep[g];
+        red[g * D + cg * 8 + 2 * tq + 1] = t1 * pstep[g];
+      }
+    }
+  }
+  __syncthreads();
+
+  // 7. Scale and zero-point after the sums.
+  write_value_partials<G>(s, a, bh, a.split_offset + split, red, vs, vz, delta, row_max, row_sum);
+}
+
+__global__ void token_words_kernel(const uint8_t* __restrict__ packed, uint32_t* __restrict__ words, int64_t rows,
+                                   int64_t n, int d) {
+  const int64_t W = (n + 31) / 32, row_bytes = d / 8;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < rows * W * d;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = idx / (W * d), w = (idx / d) % W;
+    const int c = static_cast<int>(idx % d);
+    uint32_t word = 0;
+    for (int i = 0; i < 32; ++i) {
+      const int64_t t = w * 32 + i;
+      if (t < n) word |= static_cast<uint32_t>((packed[(r * n + t) * row_bytes + c / 8] >> (c % 8)) & 1u) << i;
+    }
+    words[idx] = word;
+  }
+}
+
+// ---------------------------------------------------------------- merge
+
+__global__ void merge_kernel(DecodeShape s, float* out) {
+  const int64_t row = blockIdx.x;  // b * Hq + query head
+  const float* ml = s.part_ml + row * s.total_splits * 2;
+  float m = -INFINITY;
+  for (int t = 0; t < s.total_splits; ++t) m = fmaxf(m, ml[t * 2]);
+  float l = 0.f;
+  for (int t = 0; t < s.total_splits; ++t)
+    if (ml[t * 2] != -INFINITY) l += expf(ml[t * 2] - m) * ml[t * 2 + 1];
+  for (int d = threadIdx.x; d < s.head_dim; d += blockDim.x) {
+    float acc = 0.f;
+    for (int t = 0; t < s.total_splits; ++t)
+      if (ml[t * 2] != -INFINITY) acc += expf(ml[t * 2] - m) * s.part_o[(row * s.total_splits + t) * s.head_dim + d];
+    out[row * s.head_dim + d] = acc / l;
+  }
+}
+
+// Opts a kernel in to more than 48 KiB of dynamic shared memory, once per kernel (the
+// attribute call costs host time on every decode step otherwise).
+template <typename Kernel>
+cudaError_t allow_shared(Kernel kernel, size_t bytes) {
+  if (bytes <= 48 * 1024) return cudaSuccess;
+  static std::mutex mutex;
+  static std::unordered_map<const void*, size_t> allowed;
+  std::lock_guard<std::mutex> lock(mutex);
+  size_t& have = allowed[reinterpret_cast<const void*>(kernel)];
+  if (have >= bytes) return cudaSuccess;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (e == cudaSuccess) have = bytes;
+  return e;
+}
+
+template <typename T, int G>
+cudaError_t launch_full_typed(const DecodeShape& s, const FullSegmentArgs& a, cudaStream_t stream) {
+  const int64_t chunk = (a.length + a.splits - 1) / a.splits;
+  const size_t bytes = full_segment_shared_bytes(s, chunk);
+  auto kernel = full_segment_kernel<T, G>;
+  if (cudaError_t e = allow_shared(kernel, bytes); e != cudaSuccess) return e;
+  kernel<<<dim3(s.batch * s.kv_heads, a.splits), kFullThreads, bytes, stream>>>(s, a);
+  return cudaGetLastError();
+}
+
+// Calls fn(std::integral_constant<int, G>) for the GQA group size G = groups (1..8): the
+// kernels are instantiated per G so that per-head accumulators stay in registers.
+template <typename Fn>
+cudaError_t with_groups(int groups, Fn&& fn) {
+  switch (groups) {
+    case 1: return fn(std::integral_constant<int, 1>{});
+    case 2: return fn(std::integral_constant<int, 2>{});
+    case 3: return fn(std::integral_constant<int, 3>{});
+    case 4: return fn(std::integral_constant<int, 4>{});
+    case 5: return fn(std::integral_constant<int, 5>{});
+    case 6: return fn(std::integral_constant<int, 6>{});
+    case 7: return fn(std::integral_constant<int, 7>{});
+    case 8: return fn(std::integral_constant<int, 8>{});
+  }
+  return cudaErrorInvalidValue;
+}
+
+template <typename T>
+cudaError_t launch_full_groups(const DecodeShape& s, const FullSegmentArgs& a, cudaStream_t stream) {
+  return with_groups(s.groups, [&](auto g) { return launch_full_typed<T, decltype(g)::value>(s, a, stream); });
+}
+
+template <int G>
+cudaError_t launch_b1_typed(const DecodeShape& s, const PackedSegmentArgs& a, cudaStream_t stream) {
+  const int64_t chunk = ((a.length + a.splits - 1) / a.splits + kB1Chunk - 1) / kB1Chunk * kB1Chunk;
+  const size_t bytes = static_cast<size_t>(b1_floats(G, s.head_dim, chunk)) * sizeof(float);
+  auto kernel = packed_b1_kernel<G>;
+  if (cudaError_t e = allow_shared(kernel, bytes); e != cudaSuccess) return e;
+  const dim3 grid(s.batch * s.kv_heads, a.splits);
+  if (a.calibrate && a.splits > 1) kernel<<<grid, kB1Threads, bytes, stream>>>(s, a, chunk, true);
+  kernel<<<grid, kB1Threads, bytes, stream>>>(s, a, chunk, false);
+  return cudaGetLastError();
+}
+
+template <int G>
+cudaError_t launch_packed_typed(const DecodeShape& s, const PackedSegmentArgs& a, cudaStream_t stream) {
+  const int64_t chunk = (a.length + a.splits - 1) / a.splits;
+  const PackedLayout l = packed_layout(G, s.head_dim, a.bits, a.row_bytes, chunk);
+  const size_t bytes = packed_segment_shared_bytes(s, a.bits, a.row_bytes, chunk);
+  auto kernel = packed_segment_kernel<G>;
+  if (cudaError_t e = allow_shared(kernel, bytes); e != cudaSuccess) return e;
+  const dim3 grid(s.batch * s.kv_heads, a.splits);
+  if (a.calibrate && a.splits > 1) kernel<<<grid, kPackedThreads, bytes, stream>>>(s, a, l, true);
+  kernel<<<grid, kPackedThreads, bytes, stream>>>(s, a, l, false);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+size_t full_segment_shared_bytes(const DecodeShape& s, int64_t chunk) {
+  const int64_t G = s.groups, D = s.head_dim;
+  return static_cast<size_t>(G * D + G * chunk + (kFullThreads / 32) * G * D + 32 + 2 * G) * sizeof(float);
+}
+
+size_t packed_segment_shared_bytes(const DecodeShape& s, int bits, int row_bytes, int64_t chunk) {
+  if (bits == 1 && s.head_dim % 32 == 0 && s.head_dim <= 256)  // the tensor-core path (with token words)
+    return static_cast<size_t>(b1_floats(s.groups, s.head_dim, (chunk + kB1Chunk - 1) / kB1Chunk * kB1Chunk)) * sizeof(float);
+  return static_cast<size_t>(packed_floats(s.groups, packed_layout(s.groups, s.head_dim, bits, row_bytes, chunk))) * sizeof(float);
+}
+
+cudaError_t launch_full_segment(const DecodeShape& s, const FullSegmentArgs& a, cudaStream_t stream) {
+  if (a.length == 0) return cudaSuccess;
+  switch (a.type) {
+    case KVType::F32: return launch_full_groups<float>(s, a, stream);
+    case KVType::F16: return launch_full_groups<__half>(s, a, stream);
+    case KVType::BF16: return launch_full_groups<__nv_bfloat16>(s, a, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+static bool b1_path(const DecodeShape& s, const PackedSegmentArgs& a) {
+  return a.bits == 1 && a.v_token_words != nullptr && s.head_dim % 32 == 0 && s.head_dim <= 256 &&
+         reinterpret_cast<uintptr_t>(a.k_packed) % 4 == 0;
+}
+
+cudaError_t launch_packed_segment(const DecodeShape& s, const PackedSegmentArgs& a, cudaStream_t stream) {
+  if (a.length == 0) return cudaSuccess;
+  if (b1_path(s, a))
+    return with_groups(s.groups, [&](auto g) { return launch_b1_typed<decltype(g)::value>(s, a, stream); });
+  return with_groups(s.groups, [&](auto g) { return launch_packed_typed<decltype(g)::value>(s, a, stream); });
+}
+
+cudaError_t launch_token_words(const uint8_t* packed, uint32_t* words, int64_t rows, int64_t n, int d, cudaStream_t stream) {
+  const int64_t work = rows * ((n + 31) / 32) * d;
+  if (work == 0) return cudaSuccess;
+  const int64_t blocks = std::min<int64_t>((work + 255) / 256, 65535 * 16);
+  token_words_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(packed, words, rows, n, d);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_merge(const DecodeShape& s, float* out, cudaStream_t stream) {
+  const int rows = s.batch * s.kv_heads * s.groups;
+  if (rows == 0) return cudaSuccess;
+  merge_kernel<<<rows, 128, 0, stream>>>(s, out);
+  return cudaGetLastError();
+}
+
+}  // namespace calibq::kernels::cuda

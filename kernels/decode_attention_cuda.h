@@ -1,0 +1,64 @@
+// Raw-pointer launchers of the decode-attention kernels (no LibTorch here, so that nvcc
+// compiles decode_attention_cuda.cu where LibTorch has no CUDA). Every launch writes
+// partial results (unnormalized output, running max, sum of exponentials) of its
+// sequence splits into shared buffers; the merge launch combines them (log-sum-exp).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace calibq::kernels::cuda {
+
+enum class KVType { F32, F16, BF16 };
+
+struct DecodeShape {
+  int batch = 0, kv_heads = 0, groups = 1, head_dim = 0;  // query heads = kv_heads * groups
+  const float* q = nullptr;   // [B, Hq, D] float32, already multiplied by the softmax scale
+  float* part_o = nullptr;    // [B, Hq, total_splits, D]
+  float* part_ml = nullptr;   // [B, Hq, total_splits, 2]: max, sum of exp
+  int total_splits = 0;
+};
+
+struct FullSegmentArgs {
+  const void* k = nullptr;    // [B, H, L, D] of `type`
+  const void* v = nullptr;
+  const float* mask = nullptr;  // [B, L] or null
+  KVType type = KVType::F32;
+  int64_t length = 0;
+  int splits = 1, split_offset = 0;
+};
+
+struct PackedSegmentArgs {
+  const uint8_t* k_packed = nullptr;  // [B, H, N, row_bytes]
+  const float* k_scale = nullptr;     // channel axis: [B, H, D]; token axis: [B, H, N]
+  const float* k_zero = nullptr;
+  bool k_token_axis = false;
+  const uint8_t* v_packed = nullptr;
+  const float* v_scale = nullptr;
+  const float* v_zero = nullptr;
+  bool v_token_axis = false;
+  int bits = 1;  // storage bits 1, 2, 4, 8
+  int64_t length = 0;
+  int row_bytes = 0;
+  int splits = 1, split_offset = 0;
+  bool calibrate = false;
+  float calib_a = 0, calib_b = 0;
+  float* minmax = nullptr;  // [B, Hq, splits, 2] workspace when calibrate and splits > 1
+  // 1-bit values as token-major words ([B, H, ceil(N/32), D] uint32: bit i of word w of
+  // channel d is the code of token 32 w + i), or null. With them (and head_dim a multiple
+  // of 32), both matmuls run on the binary tensor cores.
+  const uint32_t* v_token_words = nullptr;
+};
+
+// The dynamic shared memory the packed-segment kernel needs for `chunk` tokens per split.
+size_t packed_segment_shared_bytes(const DecodeShape& s, int bits, int row_bytes, int64_t chunk);
+size_t full_segment_shared_bytes(const DecodeShape& s, int64_t chunk);
+cudaError_t launch_full_segment(const DecodeShape& s, const FullSegmentArgs& a, cudaStream_t stream);
+cudaError_t launch_packed_segment(const DecodeShape& s, const PackedSegmentArgs& a, cudaStream_t stream);
+// packed [rows, N, D/8] 1-bit codes -> words [rows, ceil(N/32), D] (bit i of word (w, d) = code of token 32w + i, channel d).
+cudaError_t launch_token_words(const uint8_t* packed, uint32_t* words, int64_t rows, int64_t n, int d, cudaStream_t stream);
+// out: [B, Hq, D] float32.
+cudaError_t launch_merge(const DecodeShape& s, float* out, cudaStream_t stream);
+
+}  // namespace calibq::kernels::cuda
