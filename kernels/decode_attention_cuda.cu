@@ -173,13 +173,49 @@ __device__ void write_value_partials(const DecodeShape& s, const PackedSegmentAr
 
 // ---------------------------------------------------------------- full-precision segments
 
-// Lane `lane`'s elements d = lane + 32 i of a row of D, as float (zero past D).
+// Which elements of a row of D a lane holds: with `vec` (D a multiple of 32, rows aligned),
+// D/32 consecutive ones, read as one 4-32 byte load; else d = lane + 32 i.
+struct LaneRow {
+  bool vec;
+  int D, per;
+  __device__ __forceinline__ int dim(int lane, int i) const { return vec ? lane * per + i : lane + 32 * i; }
+  __device__ __forceinline__ bool valid(int lane, int i) const { return vec ? i < per : lane + 32 * i < D; }
+};
+
 template <typename T>
-__device__ __forceinline__ void load_lane_row(float (&x)[kMaxPerLane], const T* row, int lane, int D) {
+__device__ __forceinline__ LaneRow lane_row(int D, const void* k, const void* v) {
+  const int per = D / 32, bytes = per * static_cast<int>(sizeof(T));
+  const bool vec = D % 32 == 0 && (bytes == 4 || bytes == 8 || bytes == 16 || bytes == 32) &&
+                   reinterpret_cast<uintptr_t>(k) % 16 == 0 && reinterpret_cast<uintptr_t>(v) % 16 == 0 &&
+                   (D * sizeof(T)) % 16 == 0;
+  return {vec, D, per};
+}
+
+// A lane's elements of one row as float (zero where it holds none).
+template <typename T>
+__device__ __forceinline__ void load_lane_row(float (&x)[kMaxPerLane], const T* row, int lane, const LaneRow& r) {
+  if (r.vec) {
+    alignas(16) T tmp[kMaxPerLane * 4 / sizeof(T) > kMaxPerLane ? kMaxPerLane * 4 / sizeof(T) : kMaxPerLane];
+    const T* p = row + lane * r.per;
+    const int bytes = r.per * static_cast<int>(sizeof(T));
+    if (bytes == 32) {
+      reinterpret_cast<uint4*>(tmp)[0] = reinterpret_cast<const uint4*>(p)[0];
+      reinterpret_cast<uint4*>(tmp)[1] = reinterpret_cast<const uint4*>(p)[1];
+    } else if (bytes == 16) {
+      reinterpret_cast<uint4*>(tmp)[0] = reinterpret_cast<const uint4*>(p)[0];
+    } else if (bytes == 8) {
+      reinterpret_cast<uint2*>(tmp)[0] = reinterpret_cast<const uint2*>(p)[0];
+    } else {
+      reinterpret_cast<uint32_t*>(tmp)[0] = reinterpret_cast<const uint32_t*>(p)[0];
+    }
+#pragma unroll
+    for (int i = 0; i < kMaxPerLane; ++i) x[i] = i < r.per ? to_float(tmp[i]) : 0.f;
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < kMaxPerLane; ++i) {
     const int d = lane + 32 * i;
-    x[i] = d < D ? to_float(row[d]) : 0.f;
+    x[i] = d < r.D ? to_float(row[d]) : 0.f;
   }
 }
 
@@ -203,21 +239,35 @@ __global__ void __launch_bounds__(kFullThreads) full_segment_kernel(DecodeShape 
   __syncthreads();
   const T* K = static_cast<const T*>(a.k) + static_cast<int64_t>(bh) * L * D;
   const T* V = static_cast<const T*>(a.v) + static_cast<int64_t>(bh) * L * D;
+  const LaneRow r = lane_row<T>(D, a.k, a.v);
 
-  for (int64_t n = n0 + warp; n < n1; n += warps) {
-    float k[kMaxPerLane];
-    load_lane_row(k, K + n * D, lane, D);
+  // Scores: one thread per key (no cross-lane reduction), eight elements per load.
+  const bool vec8 = D % 8 == 0 && reinterpret_cast<uintptr_t>(a.k) % 16 == 0 && (D * sizeof(T)) % 16 == 0;
+  for (int64_t n = n0 + threadIdx.x; n < n1; n += blockDim.x) {
+    const T* row = K + n * D;
+    float dot[G];
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
-      float dot = 0.f;
+    for (int g = 0; g < G; ++g) dot[g] = 0.f;
+    for (int d0 = 0; d0 < D; d0 += 8) {
+      alignas(16) T x[8];
+      if (vec8) {
 #pragma unroll
-      for (int i = 0; i < kMaxPerLane; ++i) {
-        const int d = lane + 32 * i;
-        if (d < D) dot += qs[g * D + d] * k[i];
+        for (int w = 0; w < static_cast<int>(sizeof(T)) / 2; ++w)
+          reinterpret_cast<uint4*>(x)[w] = reinterpret_cast<const uint4*>(row + d0)[w];
+      } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) x[j] = d0 + j < D ? row[d0 + j] : T(0.f);
       }
-      dot = warp_reduce(dot, Sum{});
-      if (lane == 0) sc[g * chunk + (n - n0)] = dot + (a.mask ? a.mask[static_cast<int64_t>(b) * L + n] : 0.f);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float kv = to_float(x[j]);
+#pragma unroll
+        for (int g = 0; g < G; ++g) dot[g] += d0 + j < D ? qs[g * D + d0 + j] * kv : 0.f;
+      }
     }
+    const float m = a.mask ? a.mask[static_cast<int64_t>(b) * L + n] : 0.f;
+#pragma unroll
+    for (int g = 0; g < G; ++g) sc[g * chunk + (n - n0)] = dot[g] + m;
   }
   __syncthreads();
   softmax_rows<G>(sc, chunk, len, row_max, row_sum, scratch);
@@ -229,7 +279,7 @@ __global__ void __launch_bounds__(kFullThreads) full_segment_kernel(DecodeShape 
     for (int i = 0; i < kMaxPerLane; ++i) acc[g][i] = 0.f;
   for (int64_t n = n0 + warp; n < n1; n += warps) {
     float v[kMaxPerLane];
-    load_lane_row(v, V + n * D, lane, D);
+    load_lane_row(v, V + n * D, lane, r);
 #pragma unroll
     for (int g = 0; g < G; ++g) {
       const float p = sc[g * chunk + (n - n0)];
@@ -240,10 +290,8 @@ __global__ void __launch_bounds__(kFullThreads) full_segment_kernel(DecodeShape 
 #pragma unroll
   for (int g = 0; g < G; ++g)
 #pragma unroll
-    for (int i = 0; i < kMaxPerLane; ++i) {
-      const int d = lane + 32 * i;
-      if (d < D) red[(warp * G + g) * D + d] = acc[g][i];
-    }
+    for (int i = 0; i < kMaxPerLane; ++i)
+      if (r.valid(lane, i)) red[(warp * G + g) * D + r.dim(lane, i)] = acc[g][i];
   __syncthreads();
   const int split_index = a.split_offset + split;
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
@@ -562,17 +610,17 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
     w_lo[g] = qstep[g] * static_cast<float>(1u << gq);
     w_hi[g] = gq + 8 == 15 ? qlo[g] : qstep[g] * static_cast<float>(1u << (gq + 8));
   }
-  const uint32_t* K32 = reinterpret_cast<const uint32_t*>(a.k_packed) + static_cast<int64_t>(bh) * N * KW;
+  const uint32_t* Kb = reinterpret_cast<const uint32_t*>(a.k_packed) + (static_cast<int64_t>(bh) * N + n0) * KW;
   const int chunks = (KW + 3) / 4;
   constexpr int kUnits = 8;  // 8-token units per warp per round: their loads are all in flight at once
   for (int u0 = warp * kUnits; u0 * 8 < len; u0 += warps * kUnits) {
     uint32_t b[kUnits][2];
 #pragma unroll
     for (int k = 0; k < kUnits; ++k) {
-      const int64_t n = n0 + (u0 + k) * 8 + gq;
+      const int t = (u0 + k) * 8 + gq;  // token within the split: 32-bit offsets from the split's base
 #pragma unroll
       for (int c = 0; c < 2; ++c)
-        b[k][c] = c < chunks && n < n1 && 4 * c + tq < KW ? __ldg(K32 + n * KW + 4 * c + tq) : 0u;
+        b[k][c] = c < chunks && t < len && 4 * c + tq < KW ? __ldg(Kb + t * KW + 4 * c + tq) : 0u;
     }
 #pragma unroll
     for (int k = 0; k < kUnits; ++k) {
@@ -633,7 +681,8 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
   }
   __syncthreads();
   const int64_t Wtot = (N + 31) / 32, w0 = n0 / 32;
-  const uint32_t* VT = a.v_token_words + static_cast<int64_t>(bh) * Wtot * D;
+  const uint32_t* VTb = a.v_token_words + (static_cast<int64_t>(bh) * Wtot + w0) * D;
+  const int Wleft = static_cast<int>(Wtot - w0);
   for (int cg = warp; cg < D / 8; cg += warps) {
     int acc[G][4];
 #pragma unroll
@@ -644,10 +693,10 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
       uint32_t bw[4][2];
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        const int64_t wa = w0 + (tb0 + k) * 8 + tq, wb = wa + 4;
+        const int wa = (tb0 + k) * 8 + tq, wb = wa + 4;  // words from the split's first
         const bool ok = tb0 + k < blocks;
-        bw[k][0] = ok && wa < Wtot ? __ldg(VT + wa * D + d) : 0u;
-        bw[k][1] = ok && wb < Wtot ? __ldg(VT + wb * D + d) : 0u;
+        bw[k][0] = ok && wa < Wleft ? __ldg(VTb + wa * D + d) : 0u;
+        bw[k][1] = ok && wb < Wleft ? __ldg(VTb + wb * D + d) : 0u;
       }
 #pragma unroll
       for (int k = 0; k < 4; ++k) {

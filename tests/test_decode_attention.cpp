@@ -157,6 +157,9 @@ TEST_P(DecodeAttention, MatchesAttentionOnTheDequantizedCache) {
       // Per-token scales, fp16 and bf16 queries, head_dim 80.
       {3, 2, 1, 80, 0, 29, 7, 2, ScaleAxis::Token, ScaleAxis::Token, false, true, at::kHalf, 0},
       {1, 4, 2, 80, 4, 17, 0, 4, ScaleAxis::Channel, ScaleAxis::Token, true, false, at::kBFloat16, 3},
+      // Long visual segments: several score and value chunks of the 1-bit tensor-core path.
+      {1, 2, 1, 128, 3, 2100, 5, 1, ScaleAxis::Channel, ScaleAxis::Channel, true, true, at::kHalf, 0},
+      {2, 1, 8, 64, 0, 1500, 1, 1, ScaleAxis::Token, ScaleAxis::Channel, true, false, at::kFloat, 0},
   };
   for (int i = 0; i < 28; ++i) {
     Case c;
