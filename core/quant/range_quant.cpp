@@ -6,6 +6,7 @@
 
 #include "core/util/error.h"
 #include "kernels/pack_bits.h"
+#include "kernels/quantize_pack.h"
 
 namespace calibq {
 
@@ -126,6 +127,18 @@ UniformQuantized::UniformQuantized(const at::Tensor& x, const RangeConfig& confi
       dtype_(x.scalar_type()),
       shape_(x.sizes().vec()),
       layout_(group_layout(x, config.granularity, config.group_size)) {
+  // On CUDA, whole-segment min-max groups (per channel or per token) take the fused
+  // quantize-and-pack kernel: the same float32 steps, so the same codes, in one launch pair.
+  const bool whole = (config.granularity == Granularity::Channel && layout_.group_size >= layout_.tokens) ||
+                     (config.granularity == Granularity::Token && layout_.group_size >= layout_.channels);
+  if (x.is_cuda() && x.numel() > 0 && config.source == RangeSource::MinMax && whole) {
+    kernels::PackedKV p = kernels::quantize_pack(
+        x, bits_, config.granularity == Granularity::Channel ? kernels::ScaleAxis::Channel : kernels::ScaleAxis::Token,
+        config.clip);
+    packed_ = p.packed;
+    params_ = {p.scale, p.zero};
+    return;
+  }
   at::Tensor xf = x.to(at::kFloat);
   if (x.numel() == 0) {
     packed_ = kernels::pack_codes(at::zeros(shape_, x.options().dtype(at::kByte)), bits_);
