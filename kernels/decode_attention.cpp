@@ -130,10 +130,17 @@ at::Tensor decode_attention(const DecodeAttentionInputs& in) {
     cuda::FullSegmentArgs a;
     a.length = f.k.size(2);
     if (a.length == 0) continue;
-    keep.push_back(f.k.contiguous());
+    // Token rows contiguous and (b, h) rows evenly strided: read in place (a cache's text
+    // buffer is such a view); anything else is made contiguous first.
+    auto in_place = [&](const at::Tensor& t) {
+      return t.stride(3) == 1 && t.stride(2) == D && t.stride(0) == t.size(1) * t.stride(1) ? t : t.contiguous();
+    };
+    keep.push_back(in_place(f.k));
     a.k = keep.back().data_ptr();
-    keep.push_back(f.v.contiguous());
+    a.k_head_stride = keep.back().stride(1);
+    keep.push_back(in_place(f.v));
     a.v = keep.back().data_ptr();
+    a.v_head_stride = keep.back().stride(1);
     if (f.mask.defined()) {
       keep.push_back(f.mask.contiguous());
       a.mask = keep.back().data_ptr<float>();

@@ -39,7 +39,9 @@ at::Tensor token_words_cpu(const at::Tensor& packed, int64_t tokens);
 
 // One full-precision segment.
 struct FullKV {
-  at::Tensor k, v;   // [B, H, L, D] in the query's dtype
+  // [B, H, L, D] in the query's dtype; rows of D contiguous, and (b, h) rows evenly strided
+  // (a view of the first L tokens of a larger buffer is taken as it is, without a copy).
+  at::Tensor k, v;
   at::Tensor mask;   // [B, L] float32 added to the scores (0 or -inf), or undefined
 };
 

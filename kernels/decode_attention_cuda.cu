@@ -183,9 +183,9 @@ struct LaneRow {
 };
 
 template <typename T>
-__device__ __forceinline__ LaneRow lane_row(int D, const void* k, const void* v) {
+__device__ __forceinline__ LaneRow lane_row(int D, const void* k, const void* v, bool strides_aligned) {
   const int per = D / 32, bytes = per * static_cast<int>(sizeof(T));
-  const bool vec = D % 32 == 0 && (bytes == 4 || bytes == 8 || bytes == 16 || bytes == 32) &&
+  const bool vec = strides_aligned && D % 32 == 0 && (bytes == 4 || bytes == 8 || bytes == 16 || bytes == 32) &&
                    reinterpret_cast<uintptr_t>(k) % 16 == 0 && reinterpret_cast<uintptr_t>(v) % 16 == 0 &&
                    (D * sizeof(T)) % 16 == 0;
   return {vec, D, per};
@@ -237,12 +237,13 @@ __global__ void __launch_bounds__(kFullThreads) full_segment_kernel(DecodeShape 
   const float* q = s.q + static_cast<int64_t>(bh) * G * D;
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) qs[i] = q[i];
   __syncthreads();
-  const T* K = static_cast<const T*>(a.k) + static_cast<int64_t>(bh) * L * D;
-  const T* V = static_cast<const T*>(a.v) + static_cast<int64_t>(bh) * L * D;
-  const LaneRow r = lane_row<T>(D, a.k, a.v);
+  const T* K = static_cast<const T*>(a.k) + static_cast<int64_t>(bh) * a.k_head_stride;
+  const T* V = static_cast<const T*>(a.v) + static_cast<int64_t>(bh) * a.v_head_stride;
+  const LaneRow r = lane_row<T>(D, a.k, a.v, (a.v_head_stride * sizeof(T)) % 16 == 0);
 
   // Scores: one thread per key (no cross-lane reduction), eight elements per load.
-  const bool vec8 = D % 8 == 0 && reinterpret_cast<uintptr_t>(a.k) % 16 == 0 && (D * sizeof(T)) % 16 == 0;
+  const bool vec8 = D % 8 == 0 && reinterpret_cast<uintptr_t>(a.k) % 16 == 0 && (D * sizeof(T)) % 16 == 0 &&
+                    (a.k_head_stride * sizeof(T)) % 16 == 0;
   for (int64_t n = n0 + threadIdx.x; n < n1; n += blockDim.x) {
     const T* row = K + n * D;
     float dot[G];

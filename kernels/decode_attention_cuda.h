@@ -21,8 +21,9 @@ struct DecodeShape {
 };
 
 struct FullSegmentArgs {
-  const void* k = nullptr;    // [B, H, L, D] of `type`
-  const void* v = nullptr;
+  const void* k = nullptr;    // [B, H, L, D] of `type`: token rows of D contiguous,
+  const void* v = nullptr;    // (b, h) rows `head_stride` elements apart (L * D when contiguous)
+  int64_t k_head_stride = 0, v_head_stride = 0;
   const float* mask = nullptr;  // [B, L] or null
   KVType type = KVType::F32;
   int64_t length = 0;

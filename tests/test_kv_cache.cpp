@@ -100,6 +100,29 @@ TEST(KVCache, CalibrationChangesTheVisualScoresOnly) {
   EXPECT_TRUE(at::allclose(vis_on.amin(-1), vis_off.amin(-1), 1e-5, 1e-5));
 }
 
+// Decoding appends into a buffer that doubles when full: after many steps the text block holds
+// exactly the appended tokens, and attention over it equals attention over a fresh prefill.
+TEST(KVCache, ManyDecodeStepsKeepEveryTokenAcrossBufferGrowth) {
+  Prefill p = make_prefill(5);
+  LayerKVCache grown(config("calibquant:bits=1", "calibquant:bits=1"));
+  grown.prefill(p.k, p.v, p.sys, p.vis);
+  std::vector<at::Tensor> ks{p.k}, vs{p.v};
+  for (int step = 0; step < 150; ++step) {  // past capacities 64, 128 and 256
+    at::Tensor k = at::randn({2, 2, 1 + step % 2, 16}), v = at::randn({2, 2, 1 + step % 2, 16});
+    grown.append(k, v);
+    ks.push_back(k);
+    vs.push_back(v);
+  }
+  const at::Tensor all_k = at::cat(ks, 2), all_v = at::cat(vs, 2);
+  EXPECT_TRUE(at::equal(grown.keys().narrow(2, p.sys + p.vis, all_k.size(2) - p.sys - p.vis),
+                        all_k.narrow(2, p.sys + p.vis, all_k.size(2) - p.sys - p.vis)));
+  LayerKVCache fresh(config("calibquant:bits=1", "calibquant:bits=1"));
+  fresh.prefill(all_k, all_v, p.sys, p.vis);
+  const at::Tensor q = at::randn({2, 4, 1, 16});
+  EXPECT_LT((grown.attend(q, 0.25) - fresh.attend(q, 0.25)).abs().max().item<double>(), 1e-5);
+  EXPECT_EQ(grown.bytes().text, fresh.bytes().text);
+}
+
 TEST(KVCache, DecodeAppendsFullPrecisionTextAndMasksWork) {
   Prefill p = make_prefill(3);
   LayerKVCache cache(config("calibquant:bits=1", "calibquant:bits=1"));

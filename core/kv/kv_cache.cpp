@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "core/quant/registry.h"
@@ -113,21 +114,31 @@ void LayerKVCache::append(const at::Tensor& k, const at::Tensor& v) {
   if (k.sizes() != v.sizes() || k.size(1) != kv_heads_ || k.size(3) != head_dim_)
     fail("KV cache append: expected [B, {}, T, {}] keys and values, got {} and {}", kv_heads_, head_dim_,
          shape_str(k.sizes()), shape_str(v.sizes()));
-  Block& last = blocks_.back();
-  if (last.segment == Segment::Text && !last.qk && !last.qv) {
-    last.k = at::cat({last.k, k.to(last.k.scalar_type())}, 2);
-    last.v = at::cat({last.v, v.to(last.v.scalar_type())}, 2);
-    last.length += k.size(2);
-  } else {
+  if (blocks_.back().segment != Segment::Text || blocks_.back().qk || blocks_.back().qv) {
     Block b;
     b.segment = Segment::Text;
     b.begin = length_;
-    b.length = k.size(2);
-    b.k = k.contiguous();
-    b.v = v.contiguous();
+    b.k = at::empty({batch_, kv_heads_, 0, head_dim_}, k.options());
+    b.v = at::empty({batch_, kv_heads_, 0, head_dim_}, v.options());
     blocks_.push_back(std::move(b));
   }
-  length_ += k.size(2);
+  Block& last = blocks_.back();
+  const int64_t t = k.size(2), need = last.length + t;
+  if (!last.k_store.defined() || last.k_store.size(2) < need) {
+    const int64_t capacity = std::max<int64_t>({need, 2 * last.length, 64});
+    at::Tensor ks = at::empty({batch_, kv_heads_, capacity, head_dim_}, last.k.options());
+    at::Tensor vs = at::empty({batch_, kv_heads_, capacity, head_dim_}, last.v.options());
+    ks.narrow(2, 0, last.length).copy_(last.k);
+    vs.narrow(2, 0, last.length).copy_(last.v);
+    last.k_store = ks;
+    last.v_store = vs;
+  }
+  last.k_store.narrow(2, last.length, t).copy_(k);
+  last.v_store.narrow(2, last.length, t).copy_(v);
+  last.length = need;
+  last.k = last.k_store.narrow(2, 0, need);
+  last.v = last.v_store.narrow(2, 0, need);
+  length_ += t;
 }
 
 std::vector<at::Tensor> LayerKVCache::block_scores(const at::Tensor& qf) const {

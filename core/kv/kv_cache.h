@@ -106,6 +106,10 @@ class LayerKVCache {
     Segment segment;
     int64_t begin = 0, length = 0;
     at::Tensor k, v;                       // full precision (when not quantized)
+    // The text block's storage once decoding appends to it: k and v are views of its first
+    // `length` tokens, and the capacity doubles when full, so a decode step copies only its
+    // own tokens (a concatenation would copy the whole block every step).
+    at::Tensor k_store, v_store;
     std::unique_ptr<QuantizedTensor> qk, qv;
     // The decode kernel's view of qk/qv (visual block, post-scaled formats), made once at
     // prefill: on CUDA it includes 1-bit values as token-major words.
