@@ -100,6 +100,19 @@ double resolve_clip(const QuantizerOptions& options, KVRole role, int bits) {
 
 namespace {
 
+// The kernels' scale axis for groups that span the whole segment (a channel over all its
+// tokens, or a token over all its channels); nothing for per-tensor or smaller groups.
+std::optional<kernels::ScaleAxis> whole_segment_axis(const GroupLayout& l) {
+  switch (l.granularity) {
+    case Granularity::Tensor: return std::nullopt;
+    case Granularity::Channel:
+      return l.group_size >= l.tokens ? std::optional(kernels::ScaleAxis::Channel) : std::nullopt;
+    case Granularity::Token:
+      return l.group_size >= l.channels ? std::optional(kernels::ScaleAxis::Token) : std::nullopt;
+  }
+  return std::nullopt;
+}
+
 // Compact lo/hi ranges of x (float32) for `config`.
 std::pair<at::Tensor, at::Tensor> group_ranges(const at::Tensor& x, const GroupLayout& layout,
                                                const RangeConfig& config) {
@@ -129,12 +142,9 @@ UniformQuantized::UniformQuantized(const at::Tensor& x, const RangeConfig& confi
       layout_(group_layout(x, config.granularity, config.group_size)) {
   // On CUDA, whole-segment min-max groups (per channel or per token) take the fused
   // quantize-and-pack kernel: the same float32 steps, so the same codes, in one launch pair.
-  const bool whole = (config.granularity == Granularity::Channel && layout_.group_size >= layout_.tokens) ||
-                     (config.granularity == Granularity::Token && layout_.group_size >= layout_.channels);
-  if (x.is_cuda() && x.numel() > 0 && config.source == RangeSource::MinMax && whole) {
-    kernels::PackedKV p = kernels::quantize_pack(
-        x, bits_, config.granularity == Granularity::Channel ? kernels::ScaleAxis::Channel : kernels::ScaleAxis::Token,
-        config.clip);
+  const std::optional<kernels::ScaleAxis> axis = whole_segment_axis(layout_);
+  if (x.is_cuda() && x.numel() > 0 && config.source == RangeSource::MinMax && axis) {
+    kernels::PackedKV p = kernels::quantize_pack(x, bits_, *axis, config.clip);
     packed_ = p.packed;
     params_ = {p.scale, p.zero};
     return;
@@ -158,22 +168,16 @@ std::optional<kernels::PackedKV> UniformQuantized::packed_kv() const {
   kernels::PackedKV p;
   p.packed = packed_;
   p.bits = kernels::storage_bits(bits_);
-  const int64_t b = shape_[0], h = shape_[1], n = shape_[2], d = shape_[3];
-  switch (layout_.granularity) {
-    case Granularity::Tensor:  // one scale per sequence: as per channel, repeated
-      p.axis = kernels::ScaleAxis::Channel;
-      p.scale = params_.scale.expand({b, h, 1, d}).contiguous();
-      p.zero = params_.zero.expand({b, h, 1, d}).contiguous();
-      return p;
-    case Granularity::Channel:
-      if (layout_.group_size < n) return std::nullopt;  // groups of tokens: not a kernel layout
-      p.axis = kernels::ScaleAxis::Channel;
-      break;
-    case Granularity::Token:
-      if (layout_.group_size < d) return std::nullopt;  // groups of channels
-      p.axis = kernels::ScaleAxis::Token;
-      break;
+  if (layout_.granularity == Granularity::Tensor) {  // one scale per sequence: as per channel, repeated
+    const int64_t b = shape_[0], h = shape_[1], d = shape_[3];
+    p.axis = kernels::ScaleAxis::Channel;
+    p.scale = params_.scale.expand({b, h, 1, d}).contiguous();
+    p.zero = params_.zero.expand({b, h, 1, d}).contiguous();
+    return p;
   }
+  const std::optional<kernels::ScaleAxis> axis = whole_segment_axis(layout_);
+  if (!axis) return std::nullopt;  // groups of tokens or of channels: not a kernel layout
+  p.axis = *axis;
   p.scale = params_.scale;
   p.zero = params_.zero;
   return p;
