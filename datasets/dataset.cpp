@@ -223,7 +223,13 @@ void load_vqav2(Builder& b) {
     }
     char name[64];
     std::snprintf(name, sizeof name, "COCO_%s_%012lld.jpg", subtype.c_str(), std::stoll(image_id));
-    b.add({qid, b.image_path(fs::path(subtype) / name), qs[i]["question"].get<std::string>(), "", answers[qid]});
+    std::string image = b.image_path(fs::path(subtype) / name);
+    // Sets written losslessly (calibq's synthetic scenes) keep the name with a .png.
+    if (!fs::exists(image)) {
+      const std::string png = image.substr(0, image.size() - 4) + ".png";
+      if (fs::exists(png)) image = png;
+    }
+    b.add({qid, image, qs[i]["question"].get<std::string>(), "", answers[qid]});
   }
 }
 

@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache git
   libtorch-dev            # LibTorch 1.13 (CPU)
+  libopenblas0-pthread    # Debian's LibTorch calls libblas.so.3, which is the netlib reference
+                          # BLAS unless OpenBLAS is installed (alternatives): 10x slower GEMMs
   libopencv-dev           # images: decoding, resizing, drawing fixtures
   libyaml-cpp-dev         # experiment configs
   libeigen3-dev

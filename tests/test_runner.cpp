@@ -77,6 +77,24 @@ TEST(RunnerConfig, GridIsTheCartesianProductWithZipGroupsAndDuplicatesDropped) {
   EXPECT_NE(other.cells[0].hash, changed.cells[0].hash);
 }
 
+// kv.options.<quantizer>: options that only one quantizer of a sweep gets (and can be swept).
+TEST(RunnerConfig, OptionsScopedToOneQuantizer) {
+  test::TempDir tmp;
+  auto exp = load_experiment(write_config(
+      tmp, "kv: {options: {kivi: {residual: 0, group_size: 16}, clip: 0.9}}\n"
+           "sweep:\n  kv.quantizer: [uniform, kivi]\n  kv.bits: [1]\n  kv.options.kivi.residual: [0, 8]\n"));
+  std::set<std::string> specs;
+  for (const auto& c : exp.cells) specs.insert(c.kv.key_spec());
+  EXPECT_EQ(specs, (std::set<std::string>{"uniform:bits=1,clip=0.9", "kivi:bits=1,clip=0.9,group_size=16,residual=0",
+                                          "kivi:bits=1,clip=0.9,group_size=16,residual=8"}));
+  EXPECT_EQ(exp.duplicates.size(), 1u);  // uniform does not see kivi's residual
+  const std::string err = error_of(write_config(tmp, "kv: {quantizer: kivi, options: {kiwi: {residual: 0}}}\n"));
+  EXPECT_NE(err.find("kiwi"), std::string::npos) << err;
+  EXPECT_NE(err.find("kivi"), std::string::npos) << err;  // the valid keys are listed
+  EXPECT_NE(error_of(write_config(tmp, "kv: {quantizer: kivi, options: {kivi: {residu: 0}}}\n")).find("residu"),
+            std::string::npos);
+}
+
 TEST(RunnerConfig, EveryErrorNamesFileLineKeyAndAllowed) {
   test::TempDir tmp;
   struct Case {

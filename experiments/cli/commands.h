@@ -15,6 +15,8 @@ void add_score_commands(CLI::App& app);
 void add_model_commands(CLI::App& app);
 // run, merge, plot: the experiment runner.
 void add_run_commands(CLI::App& app);
+// scenes: synthetic scene sets (the demo model's data).
+void add_data_commands(CLI::App& app);
 // bench kernels: the decode-attention kernels against PyTorch's fp16 SDPA (CUDA builds).
 void add_bench_commands(CLI::App& app, int argc, char** argv);
 

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   calibq::cli::add_score_commands(app);
   calibq::cli::add_model_commands(app);
   calibq::cli::add_run_commands(app);
+  calibq::cli::add_data_commands(app);
   calibq::cli::add_bench_commands(app, argc, argv);
   try {
     app.parse(argc, argv);

@@ -99,7 +99,14 @@ std::string spec_text(const std::string& method, int64_t bits, const std::map<st
   const bool takes_bits =
       std::any_of(entry.options.begin(), entry.options.end(), [](const OptionSpec& o) { return o.name == "bits"; });
   if (bits > 0 && takes_bits) parts.push_back(fmt::format("bits={}", bits));
-  for (const auto& [k, v] : options) parts.push_back(k + "=" + v);
+  for (const auto& [k, v] : options) {
+    const size_t dot = k.find('.');
+    if (dot == std::string::npos) {
+      parts.push_back(k + "=" + v);
+    } else if (k.compare(0, dot, method) == 0 && dot == method.size()) {
+      parts.push_back(k.substr(dot + 1) + "=" + v);  // scoped to this quantizer
+    }
+  }
   return parts.empty() ? method : method + ":" + fmt::format("{}", fmt::join(parts, ","));
 }
 
@@ -169,8 +176,19 @@ CellConfig parse_cell(const Ctx& c, const YAML::Node& root, const std::string& b
     read_string(c, k, "kv", "segments", cell.kv.segments);
     if (k["options"]) {
       if (!k["options"].IsMap()) fail("{}: kv.options must be a map of option: value", c.at(k["options"]));
-      for (const auto& o : k["options"])
-        cell.kv.options[o.first.as<std::string>()] = scalar<std::string>(c, o.second, "kv.options." + o.first.as<std::string>(), "a scalar");
+      for (const auto& o : k["options"]) {
+        const std::string name = o.first.as<std::string>();
+        if (!o.second.IsMap()) {
+          cell.kv.options[name] = scalar<std::string>(c, o.second, "kv.options." + name, "a scalar");
+          continue;
+        }
+        // kv.options.<quantizer>: options that only that quantizer gets (a sweep over
+        // quantizers can then give, e.g., kivi its group size and residual alone).
+        QuantizerRegistry::instance().entry(name, c.at(o.second) + ": kv.options." + name);
+        for (const auto& so : o.second)
+          cell.kv.options[name + "." + so.first.as<std::string>()] =
+              scalar<std::string>(c, so.second, "kv.options." + name + "." + so.first.as<std::string>(), "a scalar");
+      }
     }
     SegmentSet::parse(cell.kv.segments, c.at(k["segments"] ? k["segments"] : k) + ": kv.segments");
     // The quantizers are built once here, so that an unknown method or option fails at load.
