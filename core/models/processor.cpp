@@ -24,8 +24,8 @@ std::vector<int64_t> ids_of(const json& v) {
 
 ModelProcessor ModelProcessor::load(const std::string& dir, const ModelConfig& config) {
   switch (config.family) {
-    case ModelFamily::Llava: break;
-    case ModelFamily::InternVL:
+    case ModelFamily::Llava:
+    case ModelFamily::InternVL: break;
     case ModelFamily::Qwen2VL:
     case ModelFamily::TextOnly:
       fail("{}: the {} processor (chat template, image tiling) is not in calibq yet; `calibq logits` takes its tensors",
@@ -38,13 +38,40 @@ ModelProcessor ModelProcessor::load(const std::string& dir, const ModelConfig& c
   p.image_ = ImageProcessorConfig::from_model_dir(dir);
   const std::string proc_path = (fs::path(dir) / "processor_config.json").string();
   json proc = fs::exists(proc_path) ? read_json_file(proc_path) : json::object();
-  try {
-    p.image_token_ = proc.value("image_token", std::string("<image>"));
-    p.patch_size_ = proc.value("patch_size", config.vision ? config.vision->patch_size : int64_t{14});
-    p.extra_image_tokens_ = proc.value("num_additional_image_tokens", int64_t{1});
-    p.drop_cls_ = proc.value("vision_feature_select_strategy", config.vision_feature_select_strategy) != "full";
-  } catch (const json::exception& e) {
-    fail("{}: {}", proc_path, e.what());
+  const std::string tc_path = (fs::path(dir) / "tokenizer_config.json").string();
+  json tc = fs::exists(tc_path) ? read_json_file(tc_path) : json::object();
+  if (config.family == ModelFamily::InternVL) {
+    // InternVLProcessor: its tokens are the tokenizer's extra special tokens; it tiles every
+    // image (its images_kwargs default crop_to_patches=True over the image processor's own).
+    try {
+      // transformers 5 saves them as top-level keys; older folders under extra_special_tokens.
+      const json extra = tc.contains("extra_special_tokens") && tc["extra_special_tokens"].is_object()
+                             ? tc["extra_special_tokens"]
+                             : json::object();
+      auto token = [&](const char* key, const char* fallback) {
+        if (tc.contains(key) && tc[key].is_string()) return tc[key].get<std::string>();
+        return extra.value(key, std::string(fallback));
+      };
+      p.image_token_ = token("context_image_token", "<IMG_CONTEXT>");
+      p.start_image_token_ = token("start_image_token", "<img>");
+      p.end_image_token_ = token("end_image_token", "</img>");
+      p.image_seq_length_ = proc.value("image_seq_length", int64_t{256});
+    } catch (const json::exception& e) {
+      fail("{} / {}: {}", tc_path, proc_path, e.what());
+    }
+    p.image_.crop_to_patches = true;
+    if (p.image_.type.rfind("GotOcr2", 0) != 0)
+      fail("{}: InternVL's image processor must be GotOcr2ImageProcessor(Fast), got {}", dir, p.image_.type);
+  }
+  if (config.family == ModelFamily::Llava) {
+    try {
+      p.image_token_ = proc.value("image_token", std::string("<image>"));
+      p.patch_size_ = proc.value("patch_size", config.vision ? config.vision->patch_size : int64_t{14});
+      p.extra_image_tokens_ = proc.value("num_additional_image_tokens", int64_t{1});
+      p.drop_cls_ = proc.value("vision_feature_select_strategy", config.vision_feature_select_strategy) != "full";
+    } catch (const json::exception& e) {
+      fail("{}: {}", proc_path, e.what());
+    }
   }
   p.image_token_id_ = p.tokenizer_.token_id(p.image_token_);
   if (config.image_token_id && *config.image_token_id != p.image_token_id_)
@@ -54,8 +81,6 @@ ModelProcessor ModelProcessor::load(const std::string& dir, const ModelConfig& c
   const std::string gen_path = (fs::path(dir) / "generation_config.json").string();
   if (fs::exists(gen_path)) p.stop_ids_ = ids_of(read_json_file(gen_path).value("eos_token_id", json()));
   if (p.stop_ids_.empty()) p.stop_ids_ = config.text.eos_token_ids;
-  const std::string tc_path = (fs::path(dir) / "tokenizer_config.json").string();
-  json tc = fs::exists(tc_path) ? read_json_file(tc_path) : json::object();
   if (tc.contains("pad_token") && tc["pad_token"].is_string()) p.pad_id_ = p.tokenizer_.token_id(tc["pad_token"].get<std::string>());
   else if (config.text.pad_token_id) p.pad_id_ = *config.text.pad_token_id;
   else if (!p.stop_ids_.empty()) p.pad_id_ = p.stop_ids_.front();
@@ -68,6 +93,10 @@ std::string ModelProcessor::chat_text(const std::string& prompt, bool with_image
       // llava-hf's template: "USER: " + "<image>\n" per image + each text + " " + "ASSISTANT:".
       return "USER: " + (with_image ? image_token_ + "\n" : std::string()) + prompt + " ASSISTANT:";
     case ModelFamily::InternVL:
+      // The chat template transformers' InternVL conversion gives every -hf checkpoint: ChatML,
+      // no system turn, "<IMG_CONTEXT>\n" per image before the text.
+      return "<|im_start|>user\n" + (with_image ? image_token_ + "\n" : std::string()) + prompt +
+             "<|im_end|>\n<|im_start|>assistant\n";
     case ModelFamily::Qwen2VL:
     case ModelFamily::TextOnly: break;
   }
@@ -79,12 +108,27 @@ ProcessedSample ModelProcessor::process(const RgbImage* image, const std::string
   s.chat_text = chat_text(prompt, image != nullptr);
   std::string text = s.chat_text;
   if (image) {
-    s.pixel_values = preprocess_image(*image, image_);
-    // LlavaProcessor: (H / patch) * (W / patch) + additional tokens, less CLS for "default".
-    const int64_t n = (s.pixel_values.size(1) / patch_size_) * (s.pixel_values.size(2) / patch_size_) +
-                      extra_image_tokens_ - (drop_cls_ ? 1 : 0);
     std::string expanded;
-    for (int64_t i = 0; i < n; ++i) expanded += image_token_;
+    switch (family_) {
+      case ModelFamily::Llava: {
+        s.pixel_values = preprocess_image(*image, image_);
+        // LlavaProcessor: (H / patch) * (W / patch) + additional tokens, less CLS for "default".
+        const int64_t n = (s.pixel_values.size(1) / patch_size_) * (s.pixel_values.size(2) / patch_size_) +
+                          extra_image_tokens_ - (drop_cls_ ? 1 : 0);
+        for (int64_t i = 0; i < n; ++i) expanded += image_token_;
+        break;
+      }
+      case ModelFamily::InternVL: {
+        s.pixel_values = preprocess_image_tiles(*image, image_);
+        const int64_t n = s.pixel_values.size(0) * image_seq_length_;
+        expanded = start_image_token_;
+        for (int64_t i = 0; i < n; ++i) expanded += image_token_;
+        expanded += end_image_token_;
+        break;
+      }
+      case ModelFamily::Qwen2VL:
+      case ModelFamily::TextOnly: fail("internal: no image processing for {}", model_family_name(family_));
+    }
     text.replace(text.find(image_token_), image_token_.size(), expanded);
   }
   s.ids = tokenizer_.encode_with_special_tokens(text);
@@ -126,7 +170,8 @@ ModelInputs ModelProcessor::collate(const std::vector<ProcessedSample>& samples)
   if (samples[0].pixel_values.defined()) {
     std::vector<at::Tensor> px;
     for (const auto& s : samples) px.push_back(s.pixel_values);
-    in.pixel_values = at::stack(px);
+    // LLaVA takes [B, 3, H, W]; InternVL every sample's tiles, one after another.
+    in.pixel_values = family_ == ModelFamily::InternVL ? at::cat(px) : at::stack(px);
   }
   return in;
 }

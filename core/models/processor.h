@@ -34,6 +34,7 @@ class ModelProcessor {
   // One user turn (the image first, then the text) and the assistant's generation prompt.
   std::string chat_text(const std::string& prompt, bool with_image) const;
   ProcessedSample process(const RgbImage* image, const std::string& prompt) const;
+  // LLaVA: pixel_values [3, H, W]; InternVL: [tiles, 3, H, W] (collate concatenates them).
   // Pads between the visual and the text tokens (left of everything without an image).
   ModelInputs collate(const std::vector<ProcessedSample>& samples) const;
   std::string decode(const std::vector<int64_t>& ids) const;  // special tokens skipped
@@ -53,6 +54,9 @@ class ModelProcessor {
   int64_t patch_size_ = 14;
   int64_t extra_image_tokens_ = 1;  // CLS
   bool drop_cls_ = true;            // vision_feature_select_strategy "default"
+  // InternVL: <img> + <IMG_CONTEXT> x image_seq_length per tile + </img>.
+  std::string start_image_token_ = "<img>", end_image_token_ = "</img>";
+  int64_t image_seq_length_ = 256;
   std::vector<int64_t> stop_ids_;
   int64_t pad_id_ = 0;
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <filesystem>
 
 #include <fmt/ranges.h>
@@ -160,17 +161,61 @@ void read_size(const json& j, const std::string& key, const std::string& where, 
 
 }  // namespace
 
+namespace {
+// Rescale and normalize, in the arithmetic of the backend's library, to [3, H, W] float32.
+at::Tensor pixel_tensor(const RgbImage& img, const ImageProcessorConfig& c) {
+
+  at::Tensor out = at::empty({3, img.height, img.width}, at::kFloat);
+  float* o = out.data_ptr<float>();
+  const int64_t plane = img.height * img.width;
+  for (int ch = 0; ch < 3; ++ch) {
+    const float mean = static_cast<float>(c.mean[ch]), std = static_cast<float>(c.std[ch]);
+    const float inv_rescale = static_cast<float>(1.0 / c.rescale_factor);
+    for (int64_t k = 0; k < plane; ++k) {
+      const uint8_t u = img.pixels[k * 3 + ch];
+      float v = 0.0f;
+      switch (c.backend) {
+        case ResizeBackend::Torch:
+          // torchvision path: rescale folded into mean and std, float32 throughout.
+          if (c.do_rescale && c.do_normalize) v = (static_cast<float>(u) - mean * inv_rescale) / (std * inv_rescale);
+          else if (c.do_rescale) v = static_cast<float>(u) * static_cast<float>(c.rescale_factor);
+          else if (c.do_normalize) v = (static_cast<float>(u) - mean) / std;
+          else v = static_cast<float>(u);
+          break;
+        case ResizeBackend::Pil:
+          // numpy path: rescale in float64 then float32, normalize in float32.
+          v = c.do_rescale ? static_cast<float>(static_cast<double>(u) * c.rescale_factor) : static_cast<float>(u);
+          if (c.do_normalize) v = (v - mean) / std;
+          break;
+      }
+      o[ch * plane + k] = v;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 ImageProcessorConfig ImageProcessorConfig::from_json(const json& j, const std::string& where) {
   ImageProcessorConfig c;
   try {
     c.type = j.value("image_processor_type", std::string("CLIPImageProcessor"));
-    static const std::vector<std::string> known = {"CLIPImageProcessor", "CLIPImageProcessorFast", "CLIPImageProcessorPil",
-                                                   "LlavaImageProcessor", "LlavaImageProcessorFast", "LlavaImageProcessorPil"};
+    static const std::vector<std::string> known = {"CLIPImageProcessor",    "CLIPImageProcessorFast",    "CLIPImageProcessorPil",
+                                                   "LlavaImageProcessor",   "LlavaImageProcessorFast",   "LlavaImageProcessorPil",
+                                                   "GotOcr2ImageProcessor", "GotOcr2ImageProcessorFast", "GotOcr2ImageProcessorPil"};
     if (std::find(known.begin(), known.end(), c.type) == known.end())
       fail("{}: image_processor_type '{}' is not supported (supported: {})", where, c.type, fmt::join(known, ", "));
     c.backend = c.type.size() > 3 && c.type.compare(c.type.size() - 3, 3, "Pil") == 0 ? ResizeBackend::Pil : ResizeBackend::Torch;
+    const bool got_ocr2 = c.type.rfind("GotOcr2", 0) == 0;
     c.do_resize = j.value("do_resize", true);
-    c.do_center_crop = j.value("do_center_crop", true);
+    c.do_center_crop = j.value("do_center_crop", !got_ocr2);  // GotOcr2 has no centre crop
+    if (got_ocr2) {
+      c.crop_to_patches = j.value("crop_to_patches", false);
+      c.min_patches = j.value("min_patches", int64_t{1});
+      c.max_patches = j.value("max_patches", int64_t{12});
+      if (c.min_patches < 1 || c.max_patches < c.min_patches)
+        fail("{}: min_patches {} and max_patches {} must satisfy 1 <= min <= max", where, c.min_patches, c.max_patches);
+    }
     c.do_rescale = j.value("do_rescale", true);
     c.do_normalize = j.value("do_normalize", true);
     c.do_pad = j.value("do_pad", false);
@@ -227,34 +272,71 @@ at::Tensor preprocess_image(const RgbImage& input, const ImageProcessorConfig& c
     img = resize_bicubic(img, w, h, c.backend);
   }
   if (c.do_center_crop) img = center_crop(img, c.crop_width, c.crop_height);
+  return pixel_tensor(img, c);
+}
 
-  at::Tensor out = at::empty({3, img.height, img.width}, at::kFloat);
-  float* o = out.data_ptr<float>();
-  const int64_t plane = img.height * img.width;
-  for (int ch = 0; ch < 3; ++ch) {
-    const float mean = static_cast<float>(c.mean[ch]), std = static_cast<float>(c.std[ch]);
-    const float inv_rescale = static_cast<float>(1.0 / c.rescale_factor);
-    for (int64_t k = 0; k < plane; ++k) {
-      const uint8_t u = img.pixels[k * 3 + ch];
-      float v = 0.0f;
-      switch (c.backend) {
-        case ResizeBackend::Torch:
-          // torchvision path: rescale folded into mean and std, float32 throughout.
-          if (c.do_rescale && c.do_normalize) v = (static_cast<float>(u) - mean * inv_rescale) / (std * inv_rescale);
-          else if (c.do_rescale) v = static_cast<float>(u) * static_cast<float>(c.rescale_factor);
-          else if (c.do_normalize) v = (static_cast<float>(u) - mean) / std;
-          else v = static_cast<float>(u);
-          break;
-        case ResizeBackend::Pil:
-          // numpy path: rescale in float64 then float32, normalize in float32.
-          v = c.do_rescale ? static_cast<float>(static_cast<double>(u) * c.rescale_factor) : static_cast<float>(u);
-          if (c.do_normalize) v = (v - mean) / std;
-          break;
-      }
-      o[ch * plane + k] = v;
+std::pair<int64_t, int64_t> optimal_tile_grid(int64_t height, int64_t width, int64_t tile_height, int64_t tile_width,
+                                              int64_t min_tiles, int64_t max_tiles) {
+  if (height <= 0 || width <= 0 || tile_height <= 0 || tile_width <= 0 || min_tiles < 1 || max_tiles < min_tiles)
+    fail("tile grid: bad sizes ({}x{} image, {}x{} tiles, {}..{} tiles)", height, width, tile_height, tile_width, min_tiles,
+         max_tiles);
+  // Every (columns, rows) with min <= columns * rows <= max, ordered as Python's stable sort
+  // by tile count leaves them: by count, then columns, then rows.
+  std::vector<std::pair<int64_t, int64_t>> grids;
+  for (int64_t cols = 1; cols <= max_tiles; ++cols)
+    for (int64_t rows = 1; rows <= max_tiles; ++rows)
+      if (cols * rows >= min_tiles && cols * rows <= max_tiles) grids.push_back({cols, rows});
+  std::stable_sort(grids.begin(), grids.end(),
+                   [](const auto& a, const auto& b) { return a.first * a.second < b.first * b.second; });
+  const double aspect = static_cast<double>(width) / static_cast<double>(height);
+  const double area = static_cast<double>(width) * static_cast<double>(height);
+  double best_diff = std::numeric_limits<double>::infinity();
+  std::pair<int64_t, int64_t> best{1, 1};
+  for (const auto& g : grids) {
+    const double diff = std::abs(aspect - static_cast<double>(g.first) / static_cast<double>(g.second));
+    if (diff < best_diff) {
+      best_diff = diff;
+      best = g;
+    } else if (diff == best_diff &&
+               area > 0.5 * static_cast<double>(tile_height) * static_cast<double>(tile_width) *
+                          static_cast<double>(g.first * g.second)) {
+      best = g;
     }
   }
-  return out;
+  return best;
+}
+
+std::vector<RgbImage> crop_to_tiles(const RgbImage& image, const ImageProcessorConfig& c) {
+  const auto [cols, rows] =
+      optimal_tile_grid(image.height, image.width, c.size_height, c.size_width, c.min_patches, c.max_patches);
+  const RgbImage canvas = resize_bicubic(image, c.size_width * cols, c.size_height * rows, c.backend);
+  std::vector<RgbImage> tiles;
+  for (int64_t i = 0; i < cols * rows; ++i) {
+    const int64_t x0 = (i % cols) * c.size_width, y0 = (i / cols) * c.size_height;
+    RgbImage t;
+    t.width = c.size_width;
+    t.height = c.size_height;
+    t.pixels.resize(static_cast<size_t>(t.width * t.height * 3));
+    for (int64_t y = 0; y < t.height; ++y)
+      std::copy_n(&canvas.pixels[static_cast<size_t>(((y0 + y) * canvas.width + x0) * 3)], t.width * 3,
+                  &t.pixels[static_cast<size_t>(y * t.width * 3)]);
+    tiles.push_back(std::move(t));
+  }
+  if (tiles.size() > 1) tiles.push_back(resize_bicubic(image, c.size_width, c.size_height, c.backend));
+  return tiles;
+}
+
+at::Tensor preprocess_image_tiles(const RgbImage& input, const ImageProcessorConfig& c) {
+  if (!(c.crop_to_patches && c.max_patches > 1)) return preprocess_image(input, c).unsqueeze(0);
+  if (c.size_height <= 0 || c.size_width <= 0) fail("preprocess: tiling needs size {{height, width}}");
+  std::vector<at::Tensor> out;
+  for (const RgbImage& tile : crop_to_tiles(input, c)) {
+    ImageProcessorConfig per_tile = c;  // each tile then goes through resize, rescale, normalize
+    per_tile.do_pad = false;
+    per_tile.crop_to_patches = false;
+    out.push_back(preprocess_image(tile, per_tile));
+  }
+  return at::stack(out);
 }
 
 }  // namespace calibq

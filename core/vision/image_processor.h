@@ -48,6 +48,10 @@ struct ImageProcessorConfig {
   int64_t crop_height = 0, crop_width = 0;
   double rescale_factor = 1.0 / 255.0;
   std::array<double, 3> mean{0.48145466, 0.4578275, 0.40821073}, std{0.26862954, 0.26130258, 0.27577711};
+  // GotOcr2ImageProcessor (InternVL): dynamic tiling into min..max tiles of size_height x
+  // size_width on the grid whose aspect ratio is closest to the image's, plus a thumbnail.
+  bool crop_to_patches = false;
+  int64_t min_patches = 1, max_patches = 12;
 
   // From an image processor's JSON (preprocessor_config.json, or processor_config.json's
   // "image_processor"); `where` names the file in errors.
@@ -58,5 +62,17 @@ struct ImageProcessorConfig {
 
 // [3, H, W] float32 pixel values.
 at::Tensor preprocess_image(const RgbImage& image, const ImageProcessorConfig& config);
+
+// The tile grid (columns, rows) of GotOcr2's get_optimal_tiled_canvas: among the grids of
+// min..max tiles (ordered by tile count, then columns), the one whose aspect ratio is closest
+// to the image's; on a tie the later grid wins while the image's area exceeds half the grid's.
+std::pair<int64_t, int64_t> optimal_tile_grid(int64_t height, int64_t width, int64_t tile_height, int64_t tile_width,
+                                              int64_t min_tiles, int64_t max_tiles);
+// GotOcr2's crop_image_to_patches: the image resized to the grid, cut into tiles in reading
+// order, then (when there is more than one tile) the whole image resized to one tile.
+std::vector<RgbImage> crop_to_tiles(const RgbImage& image, const ImageProcessorConfig& config);
+// [tiles, 3, H, W]: crop_to_tiles (when config.crop_to_patches and max_patches > 1, else one
+// tile), each tile resized, rescaled and normalized as preprocess_image does.
+at::Tensor preprocess_image_tiles(const RgbImage& image, const ImageProcessorConfig& config);
 
 }  // namespace calibq
