@@ -292,3 +292,46 @@ TEST(RunnerConfig, EveryShippedConfigLoads) {
 }
 }  // namespace
 }  // namespace calibq
+
+namespace calibq {
+namespace {
+
+// InternVL images of different tile grids in one batch: the runner generates each layout
+// apart and writes what batches of one sample write.
+TEST(Runner, BatchesOfMixedImageLayoutsEqualSamplesAlone) {
+  if (!images_supported()) GTEST_SKIP() << "built without OpenCV";
+  test::TempDir tmp;
+  std::ofstream jsonl(tmp.file("vqa.jsonl"));
+  const char* images[] = {"chelsea.png", "camera.png", "rocket.jpg"};  // 7, 5 and 7 tiles
+  for (int i = 0; i < 3; ++i)
+    jsonl << json({{"id", "q" + std::to_string(i)}, {"image", images[i]}, {"question", "What is this?"}, {"answers", {"cat"}}})
+                 .dump()
+          << "\n";
+  jsonl.close();
+  auto config = [&](int batch) {
+    std::ofstream y(tmp.file("b" + std::to_string(batch) + ".yaml"));
+    y << "name: t\nmodel:\n  path: " << kData << "/models/internvl-pipeline\n"
+      << "dataset:\n  format: jsonl\n  annotations: vqa.jsonl\n  image_root: " << kData << "/images\n"
+      << "generation: {max_new_tokens: 6, batch_size: " << batch << "}\n";
+    return tmp.file("b" + std::to_string(batch) + ".yaml");
+  };
+  auto predictions = [&](const std::string& out) {
+    std::vector<std::string> texts;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(out))
+      if (e.path().filename() == "predictions.jsonl") {
+        std::ifstream in(e.path());
+        for (std::string line; std::getline(in, line);) texts.push_back(json::parse(line)["prediction"]);
+      }
+    return texts;
+  };
+  for (int batch : {3, 1}) {
+    auto r = test::run_calibq("run " + config(batch) + " --out " + tmp.file("out" + std::to_string(batch)));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  const auto mixed = predictions(tmp.file("out3")), alone = predictions(tmp.file("out1"));
+  ASSERT_EQ(mixed.size(), 3u);
+  EXPECT_EQ(mixed, alone);
+}
+
+}  // namespace
+}  // namespace calibq

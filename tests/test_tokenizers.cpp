@@ -28,6 +28,31 @@ TEST(BpeTokenizer, TokenIdsEqualTheTokenizersLibrary) {
   EXPECT_EQ(wrong, 0);
 }
 
+// SentencePiece-style BPE in transformers' three layouts (legacy LLaMA normalizer, Metaspace
+// with prepend_scheme never as InternVL's InternLM2 tokenizer, Metaspace always + split).
+class SentencePieceBpe : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SentencePieceBpe, TokenIdsAndDecodedTextEqualTheTokenizersLibrary) {
+  auto tok = BpeTokenizer::from_file(tok_dir(GetParam()) + "/tokenizer.json");
+  json ref = json::parse(test::read_bytes(tok_dir(GetParam()) + "/reference_ids.json"));
+  ASSERT_GT(ref["cases"].size(), 250u);
+  int wrong = 0, fallback = 0;
+  const int64_t first_byte = tok.token_id("<0x00>");
+  for (const auto& c : ref["cases"]) {
+    const std::string text = c["text"];
+    std::vector<int64_t> want = c["ids"].get<std::vector<int64_t>>();
+    std::vector<int64_t> got = tok.encode(text);
+    if (got != want && ++wrong <= 8) ADD_FAILURE() << json(text) << "\n got  " << json(got) << "\n want " << json(want);
+    fallback += std::any_of(want.begin(), want.end(), [&](int64_t id) { return id >= first_byte && id < first_byte + 256; });
+    EXPECT_EQ(tok.decode(want), c["decoded"].get<std::string>()) << json(text);
+    EXPECT_EQ(tok.decode(want, true), c["decoded_skip"].get<std::string>()) << json(text);
+  }
+  EXPECT_EQ(wrong, 0);
+  EXPECT_GT(fallback, 20);  // the byte fallback is exercised
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, SentencePieceBpe, ::testing::Values("spbpe-legacy", "spbpe-never", "spbpe-split"));
+
 TEST(BpeTokenizer, SpecialTokensAndErrors) {
   auto tok = BpeTokenizer::from_file(tok_dir("bpe-qwen2") + "/tokenizer.json");
   const int64_t image = tok.token_id("<image>"), end = tok.token_id("<|im_end|>");

@@ -7,6 +7,8 @@
 #include <climits>
 #include <functional>
 
+#include <fmt/format.h>
+
 #include "core/io/json_file.h"
 #include "core/util/error.h"
 
@@ -40,6 +42,15 @@ std::string utf8_of(uint32_t cp) {
 }
 
 size_t utf8_len(unsigned char c) { return c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1; }
+
+// U+2581, SentencePiece's stand-in for a space.
+constexpr const char* kMeta = "\xE2\x96\x81";
+
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  if (from.empty()) return s;
+  for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) s.replace(at, from.size(), to);
+  return s;
+}
 
 // The GPT-2 split pattern, for ByteLevel(use_regex=true).
 constexpr const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
@@ -78,7 +89,7 @@ BpeTokenizer BpeTokenizer::from_file(const std::string& path) {
     t.ranks_.emplace(p, rank++);
   }
   t.ignore_merges_ = m.value("ignore_merges", false);
-  if (m.value("byte_fallback", false)) fail("{}: byte_fallback BPE is not supported (use the SentencePiece loader)", path);
+  t.byte_fallback_ = m.value("byte_fallback", false);
   for (const auto& a : j.value("added_tokens", json::array())) {
     std::string content = a.at("content").get<std::string>();
     int64_t id = a.at("id").get<int64_t>();
@@ -93,8 +104,74 @@ BpeTokenizer BpeTokenizer::from_file(const std::string& path) {
   }
   t.special_.resize(t.id_to_token_.size(), false);
   std::sort(t.added_.begin(), t.added_.end(), [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
-  if (j.contains("normalizer") && !j["normalizer"].is_null())
-    fail("{}: normalizer '{}' is not supported yet", path, j["normalizer"].value("type", "?"));
+  const json normalizer = j.value("normalizer", json());
+  const json pre_json = j.value("pre_tokenizer", json());
+  // SentencePiece-style files: a Metaspace pre-tokenizer, or no pre-tokenizer after the legacy
+  // Prepend("\u2581") + Replace(" ", "\u2581") normalizer.
+  t.sentencepiece_ = (pre_json.is_object() && pre_json.value("type", "") == "Metaspace") ||
+                     (pre_json.is_null() && !normalizer.is_null());
+  if (!normalizer.is_null()) {
+    if (!t.sentencepiece_) fail("{}: normalizer '{}' is not supported with a byte-level pre-tokenizer", path, normalizer.value("type", "?"));
+    std::function<void(const json&)> norm = [&](const json& n) {
+      const std::string type = n.value("type", "");
+      if (type == "Sequence") {
+        for (const auto& x : n.at("normalizers")) norm(x);
+      } else if (type == "Prepend") {
+        t.prepend_ = n.at("prepend").get<std::string>();
+      } else if (type == "Replace") {
+        if (!n.at("pattern").contains("String")) fail("{}: normalizer Replace with a regex is not supported", path);
+        t.replace_.emplace_back(n.at("pattern").at("String").get<std::string>(), n.at("content").get<std::string>());
+      } else {
+        fail("{}: normalizer '{}' is not supported (supported: Sequence, Prepend, Replace)", path, type);
+      }
+    };
+    norm(normalizer);
+  }
+  if (t.sentencepiece_) {
+    if (!pre_json.is_null()) {
+      t.metaspace_ = true;
+      if (pre_json.value("replacement", std::string(kMeta)) != kMeta)
+        fail("{}: Metaspace replacement other than U+2581 is not supported", path);
+      t.metaspace_split_ = pre_json.value("split", true);
+      t.metaspace_prepend_ = pre_json.value("prepend_scheme", std::string(pre_json.value("add_prefix_space", true) ? "always" : "never"));
+      if (t.metaspace_prepend_ != "always" && t.metaspace_prepend_ != "first" && t.metaspace_prepend_ != "never")
+        fail("{}: Metaspace prepend_scheme '{}' is not supported", path, t.metaspace_prepend_);
+    }
+    if (m.contains("unk_token") && m["unk_token"].is_string()) {
+      auto it = t.vocab_.find(m["unk_token"].get<std::string>());
+      if (it != t.vocab_.end()) t.unk_id_ = it->second;
+    }
+    std::function<void(const json&)> dec = [&](const json& d) {
+      if (d.is_null()) return;
+      const std::string type = d.value("type", "");
+      if (type == "Sequence") {
+        for (const auto& x : d.at("decoders")) dec(x);
+      } else if (type == "Replace") {
+        t.decoders_.push_back({DecodeStep::Replace, d.at("pattern").at("String").get<std::string>(),
+                               d.at("content").get<std::string>()});
+      } else if (type == "ByteFallback") {
+        t.decoders_.push_back({DecodeStep::ByteFallback, "", ""});
+      } else if (type == "Fuse") {
+        t.decoders_.push_back({DecodeStep::Fuse, "", ""});
+      } else if (type == "Strip") {
+        DecodeStep st{DecodeStep::Strip, d.at("content").get<std::string>(), ""};
+        st.start = d.value("start", int64_t{0});
+        st.stop = d.value("stop", int64_t{0});
+        t.decoders_.push_back(st);
+      } else if (type == "Metaspace") {
+        t.decoders_.push_back({DecodeStep::Metaspace, d.value("prepend_scheme", std::string("always")), ""});
+      } else {
+        fail("{}: decoder '{}' is not supported (supported: Sequence, Replace, ByteFallback, Fuse, Strip, Metaspace)", path, type);
+      }
+    };
+    try {
+      dec(j.value("decoder", json()));
+    } catch (const json::exception& e) {
+      fail("{}: decoder: {}", path, e.what());
+    }
+  } else if (t.byte_fallback_) {
+    fail("{}: byte_fallback with a byte-level pre-tokenizer is not supported", path);
+  }
 
   // The post-processor: what add_special_tokens=True puts around one sequence
   // (TemplateProcessing's `single`; ByteLevel and RobertaProcessing-free setups add nothing).
@@ -124,6 +201,7 @@ BpeTokenizer BpeTokenizer::from_file(const std::string& path) {
     fail("{}: post_processor: {}", path, e.what());
   }
 
+  if (t.sentencepiece_) return t;
   // The pre-tokenizer: Split(regex, Isolated) + ByteLevel(use_regex=false), or ByteLevel(use_regex=true).
   std::string pattern;
   const json& pre = j.value("pre_tokenizer", json());
@@ -186,6 +264,16 @@ void BpeTokenizer::encode_piece(const std::string& piece, std::vector<int64_t>& 
     sym.push_back(mapped.substr(i, len));
     i += len;
   }
+  sym = merge(std::move(sym));
+  for (const auto& s : sym) {
+    auto it = vocab_.find(s);
+    if (it == vocab_.end()) fail("{}: BPE produced '{}', which the vocabulary lacks (no unk token)", source_, s);
+    out.push_back(it->second);
+  }
+}
+
+// Merges by rank: the lowest-ranked adjacent pair everywhere at once, until none applies.
+std::vector<std::string> BpeTokenizer::merge(std::vector<std::string> sym) const {
   while (sym.size() > 1) {
     int best = INT_MAX;
     std::pair<std::string, std::string> best_pair;
@@ -208,11 +296,125 @@ void BpeTokenizer::encode_piece(const std::string& piece, std::vector<int64_t>& 
     }
     sym.swap(merged);
   }
-  for (const auto& s : sym) {
-    auto it = vocab_.find(s);
-    if (it == vocab_.end()) fail("{}: BPE produced '{}', which the vocabulary lacks (no unk token)", source_, s);
-    out.push_back(it->second);
+  return sym;
+}
+
+// One segment between added tokens, SentencePiece-style: normalizer, Metaspace, then BPE over
+// characters with byte fallback.
+void BpeTokenizer::encode_sentencepiece(const std::string& segment, bool at_start, std::vector<int64_t>& out) const {
+  std::string text = segment;
+  if (!prepend_.empty()) text = prepend_ + text;
+  for (const auto& [from, to] : replace_) text = replace_all(text, from, to);
+  std::vector<std::string> words;
+  if (metaspace_) {
+    text = replace_all(text, " ", kMeta);
+    const bool prepend = metaspace_prepend_ == "always" || (metaspace_prepend_ == "first" && at_start);
+    if (prepend && text.compare(0, 3, kMeta) != 0) text = kMeta + text;
+    if (metaspace_split_) {
+      // MergedWithNext: every U+2581 starts a new word.
+      size_t from = 0;
+      for (size_t at = text.find(kMeta, 1); at != std::string::npos; at = text.find(kMeta, at + 3)) {
+        words.push_back(text.substr(from, at - from));
+        from = at;
+      }
+      words.push_back(text.substr(from));
+    } else {
+      words.push_back(text);
+    }
+  } else {
+    words.push_back(text);
   }
+  for (const std::string& word : words) {
+    if (word.empty()) continue;
+    if (ignore_merges_) {
+      auto it = vocab_.find(word);
+      if (it != vocab_.end()) {
+        out.push_back(it->second);
+        continue;
+      }
+    }
+    // Characters the vocabulary lacks become their UTF-8 bytes' <0xXX> tokens (or unk).
+    std::vector<std::string> sym;
+    for (size_t i = 0; i < word.size();) {
+      const size_t len = std::min(utf8_len(static_cast<unsigned char>(word[i])), word.size() - i);
+      const std::string ch = word.substr(i, len);
+      if (vocab_.count(ch)) {
+        sym.push_back(ch);
+      } else if (byte_fallback_) {
+        for (unsigned char b : ch) sym.push_back(fmt::format("<0x{:02X}>", b));
+      } else {
+        sym.push_back(ch);  // unk below
+      }
+      i += len;
+    }
+    for (const auto& piece : merge(std::move(sym))) {
+      auto it = vocab_.find(piece);
+      if (it != vocab_.end()) out.push_back(it->second);
+      else if (unk_id_ >= 0) out.push_back(unk_id_);
+      else fail("{}: '{}' is not in the vocabulary and there is no byte fallback or unk token", source_, piece);
+    }
+  }
+}
+
+std::string BpeTokenizer::decode_sentencepiece(const std::vector<std::string>& pieces) const {
+  std::vector<std::string> toks = pieces;
+  for (const DecodeStep& d : decoders_) {
+    switch (d.kind) {
+      case DecodeStep::Replace:
+        for (auto& tk : toks) tk = replace_all(tk, d.a, d.b);
+        break;
+      case DecodeStep::ByteFallback: {
+        // Runs of <0xXX> tokens become their bytes, as one string when valid UTF-8, else one
+        // U+FFFD per byte (tokenizers' ByteFallback).
+        std::vector<std::string> next;
+        std::string bytes;
+        size_t run = 0;
+        auto flush = [&] {
+          if (run == 0) return;
+          if (valid_utf8(bytes) == bytes) next.push_back(bytes);
+          else for (size_t k = 0; k < run; ++k) next.push_back("\xEF\xBF\xBD");
+          bytes.clear();
+          run = 0;
+        };
+        for (const auto& tk : toks) {
+          if (tk.size() == 6 && tk.compare(0, 3, "<0x") == 0 && tk[5] == '>') {
+            bytes += static_cast<char>(std::stoi(tk.substr(3, 2), nullptr, 16));
+            ++run;
+          } else {
+            flush();
+            next.push_back(tk);
+          }
+        }
+        flush();
+        toks.swap(next);
+        break;
+      }
+      case DecodeStep::Fuse: {
+        std::string all;
+        for (const auto& tk : toks) all += tk;
+        toks = {all};
+        break;
+      }
+      case DecodeStep::Strip:
+        for (auto& tk : toks) {
+          for (int64_t k = 0; k < d.start && tk.compare(0, d.a.size(), d.a) == 0; ++k) tk.erase(0, d.a.size());
+          for (int64_t k = 0; k < d.stop && tk.size() >= d.a.size() &&
+                              tk.compare(tk.size() - d.a.size(), d.a.size(), d.a) == 0;
+               ++k)
+            tk.erase(tk.size() - d.a.size());
+        }
+        break;
+      case DecodeStep::Metaspace:
+        for (size_t i = 0; i < toks.size(); ++i) {
+          toks[i] = replace_all(toks[i], kMeta, " ");
+          if (i == 0 && d.a != "never" && !toks[i].empty() && toks[i][0] == ' ') toks[i].erase(0, 1);
+        }
+        break;
+    }
+  }
+  std::string out;
+  for (const auto& tk : toks) out += tk;
+  return out;
 }
 
 std::vector<int64_t> BpeTokenizer::encode_with_special_tokens(const std::string& text) const {
@@ -224,7 +426,7 @@ std::vector<int64_t> BpeTokenizer::encode_with_special_tokens(const std::string&
 
 std::vector<int64_t> BpeTokenizer::encode(const std::string& text) const {
   std::vector<int64_t> out;
-  pcre2_match_data* md = pcre2_match_data_create_from_pattern(split_->code, nullptr);
+  pcre2_match_data* md = split_ ? pcre2_match_data_create_from_pattern(split_->code, nullptr) : nullptr;
   auto split_and_encode = [&](const std::string& seg) {
     size_t pos = 0, covered = 0;
     while (pos <= seg.size()) {
@@ -240,13 +442,17 @@ std::vector<int64_t> BpeTokenizer::encode(const std::string& text) const {
     }
     if (covered < seg.size()) encode_piece(seg.substr(covered), out);
   };
+  auto segment = [&](size_t from, size_t n) {
+    if (sentencepiece_) encode_sentencepiece(text.substr(from, n), from == 0, out);
+    else split_and_encode(text.substr(from, n));
+  };
   // Added tokens first: the leftmost match, longest first at a position.
   size_t start = 0, i = 0;
   while (i < text.size()) {
     bool matched = false;
     for (const auto& [content, id] : added_) {
       if (!content.empty() && text.compare(i, content.size(), content) == 0) {
-        if (i > start) split_and_encode(text.substr(start, i - start));
+        if (i > start) segment(start, i - start);
         out.push_back(id);
         i += content.size();
         start = i;
@@ -256,12 +462,21 @@ std::vector<int64_t> BpeTokenizer::encode(const std::string& text) const {
     }
     if (!matched) ++i;
   }
-  if (start < text.size()) split_and_encode(text.substr(start));
-  pcre2_match_data_free(md);
+  if (start < text.size()) segment(start, text.size() - start);
+  if (md) pcre2_match_data_free(md);
   return out;
 }
 
 std::string BpeTokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
+  if (sentencepiece_) {
+    std::vector<std::string> pieces;
+    for (int64_t id : ids) {
+      if (id < 0 || id >= static_cast<int64_t>(id_to_token_.size())) fail("{}: token id {} is out of range", source_, id);
+      if (skip_special_tokens && special_[id]) continue;
+      pieces.push_back(id_to_token_[id]);
+    }
+    return decode_sentencepiece(pieces);
+  }
   std::string out;
   for (int64_t id : ids) {
     if (id < 0 || id >= static_cast<int64_t>(id_to_token_.size())) fail("{}: token id {} is out of range", source_, id);

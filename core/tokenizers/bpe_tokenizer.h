@@ -1,7 +1,12 @@
-// Byte-level BPE from a Hugging Face tokenizer.json (GPT-2 / Qwen2 / LLaMA-3 style): added
-// and special tokens split out first, the pre-tokenizer's Unicode split regex (PCRE2 with
-// UCP, so that \p{L} and \s are Unicode-aware), GPT-2's byte-to-unicode map, then merges
-// by rank.
+// BPE from a Hugging Face tokenizer.json, in its two flavours:
+// - byte-level (GPT-2 / Qwen2 / LLaMA-3): added and special tokens split out first, the
+//   pre-tokenizer's Unicode split regex (PCRE2 with UCP, so that \p{L} and \s are
+//   Unicode-aware), GPT-2's byte-to-unicode map, then merges by rank;
+// - SentencePiece-style (LLaMA-2 / Vicuna / InternLM2 converted by transformers): spaces
+//   become U+2581 (a Metaspace pre-tokenizer, or the legacy Prepend + Replace normalizer),
+//   merges over Unicode characters, characters outside the vocabulary as <0xXX> byte tokens
+//   (byte_fallback) or the unk token; decoding through the file's decoder chain (Replace,
+//   ByteFallback, Fuse, Strip, Metaspace).
 //
 // Written by hand: Debian ships no C++ port of the `tokenizers` library. Checked token for
 // token against `tokenizers` on tests/data/tokenizers/ (made by
@@ -41,6 +46,24 @@ class BpeTokenizer {
  private:
   BpeTokenizer() = default;
   void encode_piece(const std::string& piece, std::vector<int64_t>& out) const;
+  void encode_sentencepiece(const std::string& segment, bool at_start, std::vector<int64_t>& out) const;
+  std::vector<std::string> merge(std::vector<std::string> sym) const;
+  std::string decode_sentencepiece(const std::vector<std::string>& tokens) const;
+
+  // SentencePiece-style flavour (see above); false: byte-level.
+  bool sentencepiece_ = false;
+  std::string prepend_;                                          // normalizer Prepend
+  std::vector<std::pair<std::string, std::string>> replace_;     // normalizer Replace, in order
+  bool metaspace_ = false, metaspace_split_ = false;
+  std::string metaspace_prepend_ = "never";                      // always | first | never
+  bool byte_fallback_ = false;
+  int64_t unk_id_ = -1;
+  struct DecodeStep {
+    enum Kind { Replace, ByteFallback, Fuse, Strip, Metaspace } kind;
+    std::string a, b;  // Replace: pattern, content; Strip: content; Metaspace: prepend scheme
+    int64_t start = 0, stop = 0;
+  };
+  std::vector<DecodeStep> decoders_;
 
   std::string source_;
   std::unordered_map<std::string, int64_t> vocab_;

@@ -12,6 +12,7 @@
 #include <iostream>
 #include <memory>
 #include <deque>
+#include <map>
 #include <set>
 
 #include "analysis/metrics/caption_metrics.h"
@@ -109,6 +110,40 @@ struct Batch {
   int64_t index = 0;
   std::vector<size_t> samples;
 };
+
+// One forward pass needs every sample's image tokens at the same positions. InternVL images
+// of different tile grids (different numbers of visual tokens) cannot share one: such a batch
+// runs as one generate() per layout, and the results come back in the batch's order.
+GenerationResult generate_by_layout(MultimodalModel& model, const ModelProcessor& proc,
+                                    const std::vector<ProcessedSample>& samples, const GenerationConfig& gen,
+                                    const KVCacheConfig& kv) {
+  std::map<size_t, std::vector<size_t>> groups;  // end of the image tokens -> samples
+  for (size_t i = 0; i < samples.size(); ++i) {
+    size_t end = 0;
+    for (size_t k = 0; k < samples[i].ids.size(); ++k)
+      if (samples[i].ids[k] == proc.image_token_id()) end = k + 1;
+    groups[end].push_back(i);
+  }
+  if (groups.size() == 1) return model.generate(proc.collate(samples), gen, kv);
+  GenerationResult all;
+  all.tokens.resize(samples.size());
+  all.stopped.resize(samples.size());
+  for (const auto& [end, members] : groups) {
+    std::vector<ProcessedSample> part;
+    for (size_t i : members) part.push_back(samples[i]);
+    GenerationResult r = model.generate(proc.collate(part), gen, kv);
+    for (size_t k = 0; k < members.size(); ++k) {
+      all.tokens[members[k]] = std::move(r.tokens[k]);
+      all.stopped[members[k]] = r.stopped[k];
+    }
+    all.steps += r.steps;
+    all.prefill_seconds += r.prefill_seconds;
+    all.decode_seconds += r.decode_seconds;
+    all.kv_bytes += r.kv_bytes;
+    all.kv_fp16_bytes += r.kv_fp16_bytes;
+  }
+  return all;
+}
 
 std::vector<Batch> make_batches(size_t n, int64_t batch_size) {
   std::vector<Batch> out;
@@ -310,7 +345,7 @@ class Runner {
       }
       // Sampling seeds by batch, so that a shard or a resumed run draws what one run draws.
       gen.seed = cell.generation.seed * 1000003ULL + static_cast<uint64_t>(b->index);
-      GenerationResult r = m.model->generate(m.processor->collate(processed), gen, kv);
+      GenerationResult r = generate_by_layout(*m.model, *m.processor, processed, gen, kv);
       std::vector<std::string> lines;
       for (size_t k = 0; k < b->samples.size(); ++k) {
         const Sample& sample = data.samples[b->samples[k]];
