@@ -329,13 +329,13 @@ uint64_t split_seed(const std::string& split) {
 }
 
 int64_t write_scene_set(const SceneSetSpec& spec, const std::string& dir) {
-#ifndef CALIBQ_WITH_OPENCV
-  (void)spec;
-  fail("writing scenes to {} needs OpenCV, and this build has none", dir);
-#else
   if (spec.count < 1) fail("scene count must be positive (got {})", spec.count);
   if (spec.questions_per_image < 1) fail("questions per image must be positive (got {})", spec.questions_per_image);
   const uint64_t seed = split_seed(spec.split) + spec.seed;
+#ifndef CALIBQ_WITH_OPENCV
+  (void)seed;
+  fail("writing scenes to {} needs OpenCV, and this build has none", dir);
+#else
   const std::string subtype = "scenes_" + spec.split;
   fs::create_directories(fs::path(dir) / "images" / subtype);
   json images = json::array(), caps = json::array(), questions = json::array(), answers = json::array();
