@@ -42,7 +42,8 @@ TEST_P(ModelParity, LogitsAndGreedyTokensEqualTransformers) {
 
 INSTANTIATE_TEST_SUITE_P(Llava, ModelParity, ::testing::Values("llava-gqa", "llava-full-tied"));
 // InternVL (transformers layout): InternViT + pixel shuffle + projector + Qwen2 decoder.
-INSTANTIATE_TEST_SUITE_P(InternVL, ModelParity, ::testing::Values("internvl-layernorm", "internvl-rmsnorm-qknorm"));
+INSTANTIATE_TEST_SUITE_P(InternVL, ModelParity,
+                         ::testing::Values("internvl-layernorm", "internvl-rmsnorm-qknorm", "internvl-original-internlm2"));
 
 TEST(LlavaGeneration, AnyQuantizerRunsInEveryLayerAndLosslessOnesChangeNothing) {
   const std::string dir = fixture("llava-gqa");

@@ -374,9 +374,11 @@ ModelConfig parse_model_config(const json& config, const std::string& source) {
     m.vision = parse_vision(sub_object(config, "vision_config", source), source, "vision_config");
     if (top.has("force_image_size")) m.vision->image_size = top.i("force_image_size");
     m.vision_feature_layers = {top.i("select_layer", -1)};
+    m.vision_feature_select_strategy = "default";  // InternVLChatModel drops the CLS token
     m.projector_hidden_act = "gelu";
     m.downsample_ratio = top.d("downsample_ratio", 0.5);
     m.template_name = top.s("template", "");
+    m.pixel_shuffle_version = top.s("ps_version", "v1");  // InternVLChatConfig's default
     m.max_dynamic_patch = top.i("max_dynamic_patch", 12);
     m.min_dynamic_patch = top.i("min_dynamic_patch", 1);
     m.use_thumbnail = top.b("use_thumbnail", true);
@@ -416,7 +418,27 @@ ModelConfig parse_model_config(const json& config, const std::string& source) {
 ModelConfig load_model_config(const std::string& path) {
   namespace fs = std::filesystem;
   std::string file = fs::is_directory(path) ? (fs::path(path) / "config.json").string() : path;
-  return parse_model_config(read_json_file(file), file);
+  ModelConfig m = parse_model_config(read_json_file(file), file);
+  if (m.original_layout && !m.image_token_id) {
+    // Original InternVL folders do not write the image token's id in config.json: the model
+    // looks "<IMG_CONTEXT>" up in its tokenizer. So does calibq: tokenizer_config.json's
+    // added_tokens_decoder, then added_tokens.json, then the id transformers' conversion uses
+    // for the LLM (InternLM2 92546, Qwen2 151667).
+    const fs::path dir = fs::path(file).parent_path();
+    const std::string tc = (dir / "tokenizer_config.json").string(), added = (dir / "added_tokens.json").string();
+    if (fs::exists(tc)) {
+      const json j = read_json_file(tc);
+      const json decoder = j.value("added_tokens_decoder", json::object());  // kept alive while iterated
+      for (const auto& [id, tok] : decoder.items())
+        if (tok.is_object() && tok.value("content", std::string()) == "<IMG_CONTEXT>") m.image_token_id = std::stoll(id);
+    }
+    if (!m.image_token_id && fs::exists(added)) {
+      const json j = read_json_file(added);
+      if (j.contains("<IMG_CONTEXT>")) m.image_token_id = j["<IMG_CONTEXT>"].get<int64_t>();
+    }
+    if (!m.image_token_id) m.image_token_id = m.text.model_type == "internlm2" ? 92546 : 151667;
+  }
+  return m;
 }
 
 json to_json(const ModelConfig& m) {

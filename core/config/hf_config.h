@@ -91,6 +91,7 @@ struct ModelConfig {
   std::string projector_hidden_act;
   bool projector_bias = true;
   double downsample_ratio = 1.0;                  // InternVL pixel shuffle
+  std::string pixel_shuffle_version = "v2";  // InternVL ps_version: transformers' shuffle is "v2"
   std::string template_name;                      // InternVL chat template name
   int64_t max_dynamic_patch = 0;                  // InternVL tiling
   int64_t min_dynamic_patch = 0;

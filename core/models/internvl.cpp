@@ -16,13 +16,49 @@ namespace calibq {
 
 namespace {
 
-struct InternVLNames {
-  std::vector<std::string> vision{"vision_tower.", "model.vision_tower."};
-  std::vector<std::string> projector{"multi_modal_projector.", "model.multi_modal_projector."};
-  std::vector<std::string> decoder{"language_model.model.", "model.language_model."};
-  std::vector<std::string> lm_head{"language_model.lm_head.weight", "lm_head.weight"};
+// The checkpoint-name table, in both layouts real checkpoints carry: transformers' (-hf
+// folders) and the original trust_remote_code one (vision_model.*, mlp1.*, InternLM2's
+// fused wqkv), which transformers' convert_internvl_weights_to_hf.py maps onto the first.
+struct VitNames {
+  std::vector<std::string> prefixes;
+  std::string cls, patch, pos, layer, before, after, q, k, v, fused_qkv, proj, q_norm, k_norm, fc1, fc2, ls1, ls2, final_norm;
 };
-const InternVLNames kNames;
+const VitNames kVitHf{{"vision_tower.", "model.vision_tower."},
+                      "embeddings.cls_token", "embeddings.patch_embeddings.projection", "embeddings.position_embeddings",
+                      "encoder.layer.", "layernorm_before", "layernorm_after", "attention.q_proj", "attention.k_proj",
+                      "attention.v_proj", "", "attention.projection_layer", "attention.q_norm", "attention.k_norm",
+                      "mlp.fc1", "mlp.fc2", "lambda_1", "lambda_2", "layernorm"};
+const VitNames kVitOriginal{{"vision_model."},
+                            "embeddings.class_embedding", "embeddings.patch_embedding", "embeddings.position_embedding",
+                            "encoder.layers.", "norm1", "norm2", "", "", "", "attn.qkv", "attn.proj", "attn.q_norm",
+                            "attn.k_norm", "mlp.fc1", "mlp.fc2", "ls1", "ls2", ""};
+
+struct ProjectorNames {
+  std::vector<std::string> prefixes;
+  std::string norm, linear1, linear2;
+};
+const ProjectorNames kProjectorHf{{"multi_modal_projector.", "model.multi_modal_projector."}, "layer_norm", "linear_1", "linear_2"};
+const ProjectorNames kProjectorOriginal{{"mlp1."}, "0", "1", "3"};
+
+struct TextNames {
+  std::vector<std::string> prefixes, lm_head;
+  DecoderNames decoder;
+};
+const TextNames kTextHf{{"language_model.model.", "model.language_model."}, {"language_model.lm_head.weight", "lm_head.weight"}, {}};
+// Original folders keep the LLM's own names: Qwen2 / LLaMA ones as they are, InternLM2's its own.
+const TextNames kTextOriginal{{"language_model.model."}, {"language_model.lm_head.weight"}, {}};
+TextNames internlm2_names() {
+  TextNames t{{"language_model.model."}, {"language_model.output.weight"}, {}};
+  t.decoder.embed = "tok_embeddings.weight";
+  t.decoder.input_norm = "attention_norm.weight";
+  t.decoder.post_norm = "ffn_norm.weight";
+  t.decoder.fused_qkv = "attention.wqkv";
+  t.decoder.o = "attention.wo";
+  t.decoder.gate = "feed_forward.w1.weight";
+  t.decoder.up = "feed_forward.w3.weight";
+  t.decoder.down = "feed_forward.w2.weight";
+  return t;
+}
 
 struct Norm {
   at::Tensor w, b;  // b undefined for RMSNorm
@@ -35,12 +71,12 @@ struct VitLayer {
 
 class InternViT {
  public:
-  InternViT(WeightLoader& w, const VisionConfig& c, const std::string& p) : c_(c) {
-    const int64_t h = c.hidden_size, n = (c.image_size / c.patch_size) * (c.image_size / c.patch_size) + 1;
-    cls_ = w.take(p + "embeddings.cls_token", {1, 1, h});
-    patch_w_ = w.take(p + "embeddings.patch_embeddings.projection.weight", {h, c.num_channels, c.patch_size, c.patch_size});
-    patch_b_ = w.take(p + "embeddings.patch_embeddings.projection.bias", {h});
-    pos_ = w.take(p + "embeddings.position_embeddings", {1, n, h});
+  InternViT(WeightLoader& w, const VisionConfig& c, const VitNames& n, const std::string& p) : c_(c) {
+    const int64_t h = c.hidden_size, np = (c.image_size / c.patch_size) * (c.image_size / c.patch_size) + 1;
+    cls_ = w.take(p + n.cls, {1, 1, h});
+    patch_w_ = w.take(p + n.patch + ".weight", {h, c.num_channels, c.patch_size, c.patch_size});
+    patch_b_ = w.take(p + n.patch + ".bias", {h});
+    pos_ = w.take(p + n.pos, {1, np, h});
     rms_ = c.norm_type == "rms_norm";
     auto norm = [&](const std::string& name) {
       Norm x{w.take(name + ".weight", {h}), {}};
@@ -48,29 +84,44 @@ class InternViT {
       return x;
     };
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-      const std::string l = p + "encoder.layer." + std::to_string(i) + ".";
+      const std::string l = p + n.layer + std::to_string(i) + ".";
       VitLayer x;
-      x.before = norm(l + "layernorm_before");
-      x.after = norm(l + "layernorm_after");
-      for (auto [name, weight, bias] : {std::tuple{"q_proj", &x.q, &x.q_b}, {"k_proj", &x.k, &x.k_b}, {"v_proj", &x.v, &x.v_b}}) {
-        *weight = w.take(l + "attention." + name + ".weight", {h, h});
-        if (c.qkv_bias) *bias = w.take(l + "attention." + name + ".bias", {h});
+      x.before = norm(l + n.before);
+      x.after = norm(l + n.after);
+      if (!n.fused_qkv.empty()) {  // rows: all of q, then k, then v
+        at::Tensor qkv = w.take(l + n.fused_qkv + ".weight", {3 * h, h});
+        x.q = qkv.narrow(0, 0, h).contiguous();
+        x.k = qkv.narrow(0, h, h).contiguous();
+        x.v = qkv.narrow(0, 2 * h, h).contiguous();
+        if (c.qkv_bias) {
+          at::Tensor b = w.take(l + n.fused_qkv + ".bias", {3 * h});
+          x.q_b = b.narrow(0, 0, h).contiguous();
+          x.k_b = b.narrow(0, h, h).contiguous();
+          x.v_b = b.narrow(0, 2 * h, h).contiguous();
+        }
+      } else {
+        for (auto [name, weight, bias] : {std::tuple{&n.q, &x.q, &x.q_b}, {&n.k, &x.k, &x.k_b}, {&n.v, &x.v, &x.v_b}}) {
+          *weight = w.take(l + *name + ".weight", {h, h});
+          if (c.qkv_bias) *bias = w.take(l + *name + ".bias", {h});
+        }
       }
-      x.o = w.take(l + "attention.projection_layer.weight", {h, h});
-      x.o_b = w.take(l + "attention.projection_layer.bias", {h});
+      x.o = w.take(l + n.proj + ".weight", {h, h});
+      x.o_b = w.take(l + n.proj + ".bias", {h});
       if (c.qk_normalization) {
-        x.q_norm = w.take(l + "attention.q_norm.weight", {h});
-        x.k_norm = w.take(l + "attention.k_norm.weight", {h});
+        x.q_norm = w.take(l + n.q_norm + ".weight", {h});
+        x.k_norm = w.take(l + n.k_norm + ".weight", {h});
       }
-      x.fc1 = w.take(l + "mlp.fc1.weight", {c.intermediate_size, h});
-      x.fc1_b = w.take(l + "mlp.fc1.bias", {c.intermediate_size});
-      x.fc2 = w.take(l + "mlp.fc2.weight", {h, c.intermediate_size});
-      x.fc2_b = w.take(l + "mlp.fc2.bias", {h});
-      x.lambda1 = w.take(l + "lambda_1", {h});
-      x.lambda2 = w.take(l + "lambda_2", {h});
+      x.fc1 = w.take(l + n.fc1 + ".weight", {c.intermediate_size, h});
+      x.fc1_b = w.take(l + n.fc1 + ".bias", {c.intermediate_size});
+      x.fc2 = w.take(l + n.fc2 + ".weight", {h, c.intermediate_size});
+      x.fc2_b = w.take(l + n.fc2 + ".bias", {h});
+      x.lambda1 = w.take(l + n.ls1, {h});
+      x.lambda2 = w.take(l + n.ls2, {h});
       layers_.push_back(std::move(x));
     }
-    if (!c.use_mean_pooling) final_ = norm(p + "layernorm");
+    // The original InternViT has no final norm (the converted config's use_mean_pooling makes
+    // transformers' an identity too).
+    if (!c.use_mean_pooling && !n.final_norm.empty()) final_ = norm(p + n.final_norm);
   }
 
   // Hidden states after `layers` layers (-1: all, then the final norm as last_hidden_state).
@@ -141,23 +192,27 @@ class InternVLModel : public VisionLanguageModel {
  public:
   InternVLModel(ModelConfig config, const SafetensorsCheckpoint& ck, at::ScalarType dtype, at::Device device)
       : VisionLanguageModel(std::move(config), dtype, device) {
-    if (config_.original_layout)
-      fail("{}: InternVL's original (trust_remote_code) layout cannot run yet; the transformers layout (-hf) can",
-           config_.source);
+    const bool original = config_.original_layout;
+    if (original && config_.pixel_shuffle_version != "v2")
+      fail("{}: ps_version '{}': only InternVL's v2 pixel shuffle (transformers') is implemented", config_.source,
+           config_.pixel_shuffle_version);
     WeightLoader w(ck, "internvl", dtype, device);
     const VisionConfig& vc = *config_.vision;
-    vision_ = std::make_unique<InternViT>(w, vc, first_prefix(w, kNames.vision, "embeddings.cls_token"));
+    const VitNames& vn = original ? kVitOriginal : kVitHf;
+    vision_ = std::make_unique<InternViT>(w, vc, vn, first_prefix(w, vn.prefixes, vn.cls));
     const int64_t th = config_.text.hidden_size;
     const int64_t r = std::llround(1.0 / config_.downsample_ratio);
     const int64_t in = vc.hidden_size * r * r;
-    const std::string pp = first_prefix(w, kNames.projector, "linear_1.weight");
-    ln_w_ = w.take(pp + "layer_norm.weight", {in});
-    ln_b_ = w.take(pp + "layer_norm.bias", {in});
-    proj1_ = w.take(pp + "linear_1.weight", {th, in});
-    proj1_b_ = w.take(pp + "linear_1.bias", {th});
-    proj2_ = w.take(pp + "linear_2.weight", {th, th});
-    proj2_b_ = w.take(pp + "linear_2.bias", {th});
-    load_decoder(w, kNames.decoder, kNames.lm_head);
+    const ProjectorNames& pn = original ? kProjectorOriginal : kProjectorHf;
+    const std::string pp = first_prefix(w, pn.prefixes, pn.linear1 + ".weight");
+    ln_w_ = w.take(pp + pn.norm + ".weight", {in});
+    ln_b_ = w.take(pp + pn.norm + ".bias", {in});
+    proj1_ = w.take(pp + pn.linear1 + ".weight", {th, in});
+    proj1_b_ = w.take(pp + pn.linear1 + ".bias", {th});
+    proj2_ = w.take(pp + pn.linear2 + ".weight", {th, th});
+    proj2_b_ = w.take(pp + pn.linear2 + ".bias", {th});
+    const TextNames text = !original ? kTextHf : config_.text.model_type == "internlm2" ? internlm2_names() : kTextOriginal;
+    load_decoder(w, text.prefixes, text.lm_head, text.decoder);
     report_ = w.finish();
     if (config_.vision_feature_layers.size() != 1) fail("{}: internvl: one vision_feature_layer is supported", config_.source);
     if (config_.projector_hidden_act != "gelu")

@@ -6,35 +6,50 @@
 
 namespace calibq {
 
-DecoderWeights load_llama_decoder(WeightLoader& w, const TextConfig& c, const std::string& p, const std::string& lm_head) {
+DecoderWeights load_llama_decoder(WeightLoader& w, const TextConfig& c, const std::string& p, const std::string& lm_head,
+                                  const DecoderNames& n) {
   DecoderWeights d;
   const int64_t h = c.hidden_size, hd = c.head_dim, nq = c.num_attention_heads * hd, nkv = c.num_key_value_heads * hd;
-  d.embed = w.take(p + "embed_tokens.weight", {c.vocab_size, h});
-  d.norm = w.take(p + "norm.weight", {h});
+  d.embed = w.take(p + n.embed, {c.vocab_size, h});
+  d.norm = w.take(p + n.norm, {h});
   if (c.tie_word_embeddings) {
     d.lm_head = d.embed;
     w.ignore_prefix(lm_head);  // some writers store the tied head anyway
   } else {
     d.lm_head = w.take(lm_head, {c.vocab_size, h});
   }
+  const int64_t kv_heads = c.num_key_value_heads, groups = c.num_attention_heads / kv_heads;
+  // InternLM2's wqkv rows: for each KV head, its `groups` query heads, its key, its value.
+  auto split_fused = [&](const at::Tensor& t, at::Tensor& q, at::Tensor& k, at::Tensor& v) {
+    const bool bias = t.dim() == 1;
+    at::Tensor x = bias ? t.view({kv_heads, groups + 2, hd}) : t.view({kv_heads, groups + 2, hd, h});
+    q = x.narrow(1, 0, groups).reshape(bias ? std::vector<int64_t>{nq} : std::vector<int64_t>{nq, h}).contiguous();
+    k = x.select(1, groups).reshape(bias ? std::vector<int64_t>{nkv} : std::vector<int64_t>{nkv, h}).contiguous();
+    v = x.select(1, groups + 1).reshape(bias ? std::vector<int64_t>{nkv} : std::vector<int64_t>{nkv, h}).contiguous();
+  };
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string l = p + "layers." + std::to_string(i) + ".";
     DecoderLayerWeights x;
-    x.input_norm = w.take(l + "input_layernorm.weight", {h});
-    x.post_norm = w.take(l + "post_attention_layernorm.weight", {h});
-    x.q = w.take(l + "self_attn.q_proj.weight", {nq, h});
-    x.k = w.take(l + "self_attn.k_proj.weight", {nkv, h});
-    x.v = w.take(l + "self_attn.v_proj.weight", {nkv, h});
-    x.o = w.take(l + "self_attn.o_proj.weight", {h, nq});
-    if (c.qkv_bias) {
-      x.q_bias = w.take(l + "self_attn.q_proj.bias", {nq});
-      x.k_bias = w.take(l + "self_attn.k_proj.bias", {nkv});
-      x.v_bias = w.take(l + "self_attn.v_proj.bias", {nkv});
+    x.input_norm = w.take(l + n.input_norm, {h});
+    x.post_norm = w.take(l + n.post_norm, {h});
+    if (!n.fused_qkv.empty()) {
+      split_fused(w.take(l + n.fused_qkv + ".weight", {nq + 2 * nkv, h}), x.q, x.k, x.v);
+      if (c.qkv_bias) split_fused(w.take(l + n.fused_qkv + ".bias", {nq + 2 * nkv}), x.q_bias, x.k_bias, x.v_bias);
+    } else {
+      x.q = w.take(l + n.q + ".weight", {nq, h});
+      x.k = w.take(l + n.k + ".weight", {nkv, h});
+      x.v = w.take(l + n.v + ".weight", {nkv, h});
+      if (c.qkv_bias) {
+        x.q_bias = w.take(l + n.q + ".bias", {nq});
+        x.k_bias = w.take(l + n.k + ".bias", {nkv});
+        x.v_bias = w.take(l + n.v + ".bias", {nkv});
+      }
     }
-    if (c.o_bias) x.o_bias = w.take(l + "self_attn.o_proj.bias", {h});
-    x.gate = w.take(l + "mlp.gate_proj.weight", {c.intermediate_size, h});
-    x.up = w.take(l + "mlp.up_proj.weight", {c.intermediate_size, h});
-    x.down = w.take(l + "mlp.down_proj.weight", {h, c.intermediate_size});
+    x.o = w.take(l + n.o + ".weight", {h, nq});
+    if (c.o_bias) x.o_bias = w.take(l + n.o + ".bias", {h});
+    x.gate = w.take(l + n.gate, {c.intermediate_size, h});
+    x.up = w.take(l + n.up, {c.intermediate_size, h});
+    x.down = w.take(l + n.down, {h, c.intermediate_size});
     d.layers.push_back(std::move(x));
   }
   return d;
@@ -46,8 +61,8 @@ LlamaDecoder::LlamaDecoder(TextConfig config, DecoderWeights weights) : config_(
   switch (r.type) {
     case RopeType::Default:
     case RopeType::Linear:
+    case RopeType::Dynamic:  // dynamic NTK: the default frequencies up to max_position_embeddings (checked in rope())
       break;
-    case RopeType::Dynamic:
     case RopeType::Llama3:
     case RopeType::MRope:
       fail("LLaMA decoder: rope type '{}' is not implemented yet", rope_type_name(r.type));
@@ -69,6 +84,12 @@ at::Tensor LlamaDecoder::rms_norm(const at::Tensor& x, const at::Tensor& w) cons
 }
 
 std::pair<at::Tensor, at::Tensor> LlamaDecoder::rope(const at::Tensor& positions, at::ScalarType dtype) const {
+  // transformers' dynamic NTK scaling changes the base only once a sequence outgrows
+  // max_position_embeddings; below that it is the default RoPE, which is what runs here.
+  if (config_.rope.type == RopeType::Dynamic && positions.numel() > 0 &&
+      positions.max().item<int64_t>() + 1 > config_.max_position_embeddings)
+    fail("LLaMA decoder: dynamic RoPE beyond max_position_embeddings ({}) is not implemented (position {})",
+         config_.max_position_embeddings, positions.max().item<int64_t>());
   at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // [B, T, d/2]
   at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);              // [B, 1, T, d]
   return {emb.cos().to(dtype), emb.sin().to(dtype)};

@@ -29,10 +29,24 @@ struct DecoderWeights {
   std::vector<DecoderLayerWeights> layers;
 };
 
-// Checkpoint names of a LLaMA-layout decoder under `prefix` ("language_model.model.") and
-// its head (`lm_head`, e.g. "language_model.lm_head.weight").
+// Checkpoint names of a decoder's tensors, relative to its prefix (layer names to
+// "layers.N."). The defaults are transformers' LLaMA / Qwen2 names; a family whose original
+// checkpoints use others (InternLM2 in InternVL's trust_remote_code folders) passes its table.
+struct DecoderNames {
+  std::string embed = "embed_tokens.weight", norm = "norm.weight";
+  std::string input_norm = "input_layernorm.weight", post_norm = "post_attention_layernorm.weight";
+  std::string q = "self_attn.q_proj", k = "self_attn.k_proj", v = "self_attn.v_proj", o = "self_attn.o_proj";
+  // Non-empty: q, k and v are one fused tensor in InternLM2's layout, per KV head its
+  // query heads, then its key, then its value ([kv_heads, groups + 2, head_dim, hidden]);
+  // split at load time.
+  std::string fused_qkv;
+  std::string gate = "mlp.gate_proj.weight", up = "mlp.up_proj.weight", down = "mlp.down_proj.weight";
+};
+
+// A LLaMA-layout decoder under `prefix` ("language_model.model.") and its head (`lm_head`,
+// e.g. "language_model.lm_head.weight").
 DecoderWeights load_llama_decoder(WeightLoader& loader, const TextConfig& config, const std::string& prefix,
-                                  const std::string& lm_head);
+                                  const std::string& lm_head, const DecoderNames& names = DecoderNames{});
 
 // Sees each layer's prefill queries, keys (both after RoPE) and values, [B, heads, T, d],
 // as attention gets them (KV statistics, quantization error on real activations).

@@ -18,15 +18,15 @@ std::string first_prefix(const WeightLoader& w, const std::vector<std::string>& 
 }
 
 void VisionLanguageModel::load_decoder(WeightLoader& w, const std::vector<std::string>& prefixes,
-                                       const std::vector<std::string>& lm_heads) {
+                                       const std::vector<std::string>& lm_heads, const DecoderNames& names) {
   std::string head = lm_heads.front();
   for (const auto& n : lm_heads)
     if (w.has(n)) {
       head = n;
       break;
     }
-  const std::string prefix = first_prefix(w, prefixes, "embed_tokens.weight");
-  decoder_ = std::make_unique<LlamaDecoder>(config_.text, load_llama_decoder(w, config_.text, prefix, head));
+  const std::string prefix = first_prefix(w, prefixes, names.embed);
+  decoder_ = std::make_unique<LlamaDecoder>(config_.text, load_llama_decoder(w, config_.text, prefix, head, names));
 }
 
 std::vector<LayerKVCache> VisionLanguageModel::make_caches(const KVCacheConfig& kv) const {

@@ -27,7 +27,8 @@ class VisionLanguageModel : public MultimodalModel {
       : config_(std::move(config)), dtype_(dtype), device_(device) {}
   // Loads the decoder under the first of `prefixes` the checkpoint has, and its head under
   // the first of `lm_heads` it has (none: tied or missing, as the config says).
-  void load_decoder(WeightLoader& w, const std::vector<std::string>& prefixes, const std::vector<std::string>& lm_heads);
+  void load_decoder(WeightLoader& w, const std::vector<std::string>& prefixes, const std::vector<std::string>& lm_heads,
+                    const DecoderNames& names = DecoderNames{});
   // [B, C, H, W] pixels -> [B, tokens per image, text hidden] projected features.
   virtual at::Tensor image_features(const at::Tensor& pixel_values) const = 0;
 
