@@ -11,6 +11,7 @@
 #include "core/models/model.h"
 #include "core/models/processor.h"
 #include "datasets/images.h"
+#include "tests/pipeline_fixture.h"
 #include "tests/test_util.h"
 
 namespace calibq {
@@ -54,21 +55,10 @@ TEST(InternVLTiles, TilesAndThumbnailEqualGotOcr2Processors) {
   }
 }
 
-struct InternVLPipeline : ::testing::Test {
+struct InternVLPipeline : ::testing::Test, test::PipelineFixture {
   void SetUp() override {
-    if (!images_supported()) GTEST_SKIP() << "built without OpenCV";
-    ref = read_json_file(kDir + "/pipeline_reference.json");
-    model = load_model(kDir);
-    proc = std::make_unique<ModelProcessor>(ModelProcessor::load(kDir, model->config()));
-    for (const auto& c : ref["cases"])
-      samples.push_back(proc->process(&images.emplace_back(read_rgb_image(kImages + c["image"].get<std::string>())),
-                                      c["prompt"].get<std::string>()));
+    if (!load(kDir, kImages)) GTEST_SKIP() << "built without OpenCV";
   }
-  json ref;
-  std::unique_ptr<MultimodalModel> model;
-  std::unique_ptr<ModelProcessor> proc;
-  std::deque<RgbImage> images;
-  std::vector<ProcessedSample> samples;
 };
 
 TEST_F(InternVLPipeline, ChatTextIdsTilesAndGreedyTokensEqualTransformers) {

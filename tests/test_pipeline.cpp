@@ -14,6 +14,7 @@
 #include "core/models/sampling.h"
 #include "core/quant/registry.h"
 #include "datasets/images.h"
+#include "tests/pipeline_fixture.h"
 #include "tests/test_util.h"
 
 namespace calibq {
@@ -23,22 +24,10 @@ using json = nlohmann::json;
 const std::string kDir = std::string(CALIBQ_TEST_DATA) + "/models/llava-pipeline";
 const std::string kImages = std::string(CALIBQ_TEST_DATA) + "/images/";
 
-struct Pipeline : ::testing::Test {
+struct Pipeline : ::testing::Test, test::PipelineFixture {
   void SetUp() override {
-    if (!images_supported()) GTEST_SKIP() << "built without OpenCV";
-    ref = read_json_file(kDir + "/pipeline_reference.json");
-    model = load_model(kDir);
-    proc = std::make_unique<ModelProcessor>(ModelProcessor::load(kDir, model->config()));
-    for (const auto& c : ref["cases"])
-      samples.push_back(proc->process(&images.emplace_back(read_rgb_image(kImages + c["image"].get<std::string>())),
-                                      c["prompt"].get<std::string>()));
+    if (!load(kDir, kImages)) GTEST_SKIP() << "built without OpenCV";
   }
-  std::vector<int64_t> want(size_t i) const { return ref["cases"][i]["generated"].get<std::vector<int64_t>>(); }
-  json ref;
-  std::unique_ptr<MultimodalModel> model;
-  std::unique_ptr<ModelProcessor> proc;
-  std::deque<RgbImage> images;
-  std::vector<ProcessedSample> samples;
 };
 
 TEST_F(Pipeline, ChatTextIdsAndPixelsEqualTheProcessor) {
