@@ -21,11 +21,16 @@ DecoderWeights load_llama_decoder(WeightLoader& w, const TextConfig& c, const st
   const int64_t kv_heads = c.num_key_value_heads, groups = c.num_attention_heads / kv_heads;
   // InternLM2's wqkv rows: for each KV head, its `groups` query heads, its key, its value.
   auto split_fused = [&](const at::Tensor& t, at::Tensor& q, at::Tensor& k, at::Tensor& v) {
-    const bool bias = t.dim() == 1;
-    at::Tensor x = bias ? t.view({kv_heads, groups + 2, hd}) : t.view({kv_heads, groups + 2, hd, h});
-    q = x.narrow(1, 0, groups).reshape(bias ? std::vector<int64_t>{nq} : std::vector<int64_t>{nq, h}).contiguous();
-    k = x.select(1, groups).reshape(bias ? std::vector<int64_t>{nkv} : std::vector<int64_t>{nkv, h}).contiguous();
-    v = x.select(1, groups + 1).reshape(bias ? std::vector<int64_t>{nkv} : std::vector<int64_t>{nkv, h}).contiguous();
+    // Rows grouped per KV head; a weight keeps its input dimension, a bias has none.
+    std::vector<int64_t> tail(t.sizes().begin() + 1, t.sizes().end());
+    auto shape = [&](std::vector<int64_t> lead) {
+      lead.insert(lead.end(), tail.begin(), tail.end());
+      return lead;
+    };
+    at::Tensor x = t.view(shape({kv_heads, groups + 2, hd}));
+    q = x.narrow(1, 0, groups).reshape(shape({nq})).contiguous();
+    k = x.select(1, groups).reshape(shape({nkv})).contiguous();
+    v = x.select(1, groups + 1).reshape(shape({nkv})).contiguous();
   };
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string l = p + "layers." + std::to_string(i) + ".";

@@ -40,38 +40,42 @@ ModelProcessor ModelProcessor::load(const std::string& dir, const ModelConfig& c
   json proc = fs::exists(proc_path) ? read_json_file(proc_path) : json::object();
   const std::string tc_path = (fs::path(dir) / "tokenizer_config.json").string();
   json tc = fs::exists(tc_path) ? read_json_file(tc_path) : json::object();
-  if (config.family == ModelFamily::InternVL) {
-    // InternVLProcessor: its tokens are the tokenizer's extra special tokens; it tiles every
-    // image (its images_kwargs default crop_to_patches=True over the image processor's own).
-    try {
-      // transformers 5 saves them as top-level keys; older folders under extra_special_tokens.
-      const json extra = tc.contains("extra_special_tokens") && tc["extra_special_tokens"].is_object()
-                             ? tc["extra_special_tokens"]
-                             : json::object();
-      auto token = [&](const char* key, const char* fallback) {
-        if (tc.contains(key) && tc[key].is_string()) return tc[key].get<std::string>();
-        return extra.value(key, std::string(fallback));
-      };
-      p.image_token_ = token("context_image_token", "<IMG_CONTEXT>");
-      p.start_image_token_ = token("start_image_token", "<img>");
-      p.end_image_token_ = token("end_image_token", "</img>");
-      p.image_seq_length_ = proc.value("image_seq_length", int64_t{256});
-    } catch (const json::exception& e) {
-      fail("{} / {}: {}", tc_path, proc_path, e.what());
-    }
-    p.image_.crop_to_patches = true;
-    if (p.image_.type.rfind("GotOcr2", 0) != 0)
-      fail("{}: InternVL's image processor must be GotOcr2ImageProcessor(Fast), got {}", dir, p.image_.type);
-  }
-  if (config.family == ModelFamily::Llava) {
-    try {
-      p.image_token_ = proc.value("image_token", std::string("<image>"));
-      p.patch_size_ = proc.value("patch_size", config.vision ? config.vision->patch_size : int64_t{14});
-      p.extra_image_tokens_ = proc.value("num_additional_image_tokens", int64_t{1});
-      p.drop_cls_ = proc.value("vision_feature_select_strategy", config.vision_feature_select_strategy) != "full";
-    } catch (const json::exception& e) {
-      fail("{}: {}", proc_path, e.what());
-    }
+  switch (config.family) {
+    case ModelFamily::Llava:
+      try {
+        p.image_token_ = proc.value("image_token", std::string("<image>"));
+        p.patch_size_ = proc.value("patch_size", config.vision ? config.vision->patch_size : int64_t{14});
+        p.extra_image_tokens_ = proc.value("num_additional_image_tokens", int64_t{1});
+        p.drop_cls_ = proc.value("vision_feature_select_strategy", config.vision_feature_select_strategy) != "full";
+      } catch (const json::exception& e) {
+        fail("{}: {}", proc_path, e.what());
+      }
+      break;
+    case ModelFamily::InternVL:
+      // InternVLProcessor: its tokens are the tokenizer's extra special tokens; it tiles every
+      // image (its images_kwargs default crop_to_patches=True over the image processor's own).
+      try {
+        // transformers 5 saves them as top-level keys; older folders under extra_special_tokens.
+        const json extra = tc.contains("extra_special_tokens") && tc["extra_special_tokens"].is_object()
+                               ? tc["extra_special_tokens"]
+                               : json::object();
+        auto token = [&](const char* key, const char* fallback) {
+          if (tc.contains(key) && tc[key].is_string()) return tc[key].get<std::string>();
+          return extra.value(key, std::string(fallback));
+        };
+        p.image_token_ = token("context_image_token", "<IMG_CONTEXT>");
+        p.start_image_token_ = token("start_image_token", "<img>");
+        p.end_image_token_ = token("end_image_token", "</img>");
+        p.image_seq_length_ = proc.value("image_seq_length", int64_t{256});
+      } catch (const json::exception& e) {
+        fail("{} / {}: {}", tc_path, proc_path, e.what());
+      }
+      p.image_.crop_to_patches = true;
+      if (p.image_.type.rfind("GotOcr2", 0) != 0)
+        fail("{}: InternVL's image processor must be GotOcr2ImageProcessor(Fast), got {}", dir, p.image_.type);
+      break;
+    case ModelFamily::Qwen2VL:
+    case ModelFamily::TextOnly: break;  // refused above
   }
   p.image_token_id_ = p.tokenizer_.token_id(p.image_token_);
   if (config.image_token_id && *config.image_token_id != p.image_token_id_)
@@ -141,10 +145,8 @@ ModelInputs ModelProcessor::collate(const std::vector<ProcessedSample>& samples)
   std::vector<size_t> split(samples.size());
   size_t longest = 0;
   for (size_t i = 0; i < samples.size(); ++i) {
-    const auto& ids = samples[i].ids;
-    for (size_t k = 0; k < ids.size(); ++k)
-      if (ids[k] == image_token_id_) split[i] = k + 1;
-    longest = std::max(longest, ids.size());
+    split[i] = image_end(samples[i]);
+    longest = std::max(longest, samples[i].ids.size());
     if (samples[i].pixel_values.defined() != samples[0].pixel_values.defined())
       fail("collate: a batch must be all with images or all without");
     if (split[i] != split[0])
@@ -174,6 +176,13 @@ ModelInputs ModelProcessor::collate(const std::vector<ProcessedSample>& samples)
     in.pixel_values = family_ == ModelFamily::InternVL ? at::cat(px) : at::stack(px);
   }
   return in;
+}
+
+size_t ModelProcessor::image_end(const ProcessedSample& sample) const {
+  size_t end = 0;
+  for (size_t k = 0; k < sample.ids.size(); ++k)
+    if (sample.ids[k] == image_token_id_) end = k + 1;
+  return end;
 }
 
 std::string ModelProcessor::decode(const std::vector<int64_t>& ids) const { return tokenizer_.decode(ids, true); }

@@ -37,6 +37,9 @@ class ModelProcessor {
   // LLaVA: pixel_values [3, H, W]; InternVL: [tiles, 3, H, W] (collate concatenates them).
   // Pads between the visual and the text tokens (left of everything without an image).
   ModelInputs collate(const std::vector<ProcessedSample>& samples) const;
+  // Where a sample's image tokens end (one past the last; 0 without an image): samples batch
+  // together only when this is equal (InternVL images of different tile grids differ).
+  size_t image_end(const ProcessedSample& sample) const;
   std::string decode(const std::vector<int64_t>& ids) const;  // special tokens skipped
 
   const std::vector<int64_t>& stop_ids() const { return stop_ids_; }

@@ -62,6 +62,12 @@ BpeTokenizer::BpeTokenizer(BpeTokenizer&&) noexcept = default;
 BpeTokenizer& BpeTokenizer::operator=(BpeTokenizer&&) noexcept = default;
 
 BpeTokenizer BpeTokenizer::from_file(const std::string& path) {
+  auto prepend_scheme = [](const std::string& text, const std::string& where) {
+    if (text == "always") return Prepend::Always;
+    if (text == "first") return Prepend::First;
+    if (text == "never") return Prepend::Never;
+    fail("{}: Metaspace prepend_scheme '{}' is not supported (supported: always, first, never)", where, text);
+  };
   json j = read_json_file(path);
   BpeTokenizer t;
   t.source_ = path;
@@ -133,9 +139,8 @@ BpeTokenizer BpeTokenizer::from_file(const std::string& path) {
       if (pre_json.value("replacement", std::string(kMeta)) != kMeta)
         fail("{}: Metaspace replacement other than U+2581 is not supported", path);
       t.metaspace_split_ = pre_json.value("split", true);
-      t.metaspace_prepend_ = pre_json.value("prepend_scheme", std::string(pre_json.value("add_prefix_space", true) ? "always" : "never"));
-      if (t.metaspace_prepend_ != "always" && t.metaspace_prepend_ != "first" && t.metaspace_prepend_ != "never")
-        fail("{}: Metaspace prepend_scheme '{}' is not supported", path, t.metaspace_prepend_);
+      t.metaspace_prepend_ = prepend_scheme(
+          pre_json.value("prepend_scheme", std::string(pre_json.value("add_prefix_space", true) ? "always" : "never")), path);
     }
     if (m.contains("unk_token") && m["unk_token"].is_string()) {
       auto it = t.vocab_.find(m["unk_token"].get<std::string>());
@@ -159,7 +164,9 @@ BpeTokenizer BpeTokenizer::from_file(const std::string& path) {
         st.stop = d.value("stop", int64_t{0});
         t.decoders_.push_back(st);
       } else if (type == "Metaspace") {
-        t.decoders_.push_back({DecodeStep::Metaspace, d.value("prepend_scheme", std::string("always")), ""});
+        DecodeStep st{DecodeStep::Metaspace, "", ""};
+        st.prepend = prepend_scheme(d.value("prepend_scheme", std::string("always")), path);
+        t.decoders_.push_back(st);
       } else {
         fail("{}: decoder '{}' is not supported (supported: Sequence, Replace, ByteFallback, Fuse, Strip, Metaspace)", path, type);
       }
@@ -251,24 +258,28 @@ int64_t BpeTokenizer::token_id(const std::string& token) const {
 void BpeTokenizer::encode_piece(const std::string& piece, std::vector<int64_t>& out) const {
   std::string mapped;
   for (unsigned char c : piece) mapped += byte_to_char_[c];
-  if (ignore_merges_) {
-    auto it = vocab_.find(mapped);
-    if (it != vocab_.end()) {
-      out.push_back(it->second);
-      return;
-    }
-  }
   std::vector<std::string> sym;
   for (size_t i = 0; i < mapped.size();) {
     size_t len = utf8_len(static_cast<unsigned char>(mapped[i]));
     sym.push_back(mapped.substr(i, len));
     i += len;
   }
-  sym = merge(std::move(sym));
-  for (const auto& s : sym) {
-    auto it = vocab_.find(s);
-    if (it == vocab_.end()) fail("{}: BPE produced '{}', which the vocabulary lacks (no unk token)", source_, s);
-    out.push_back(it->second);
+  encode_word(mapped, std::move(sym), out);
+}
+
+void BpeTokenizer::encode_word(const std::string& word, std::vector<std::string> symbols, std::vector<int64_t>& out) const {
+  if (ignore_merges_) {
+    auto it = vocab_.find(word);
+    if (it != vocab_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
+  for (const auto& piece : merge(std::move(symbols))) {
+    auto it = vocab_.find(piece);
+    if (it != vocab_.end()) out.push_back(it->second);
+    else if (unk_id_ >= 0) out.push_back(unk_id_);  // only SentencePiece-style files set one
+    else fail("{}: BPE produced '{}', which the vocabulary lacks (no byte fallback or unk token)", source_, piece);
   }
 }
 
@@ -308,7 +319,7 @@ void BpeTokenizer::encode_sentencepiece(const std::string& segment, bool at_star
   std::vector<std::string> words;
   if (metaspace_) {
     text = replace_all(text, " ", kMeta);
-    const bool prepend = metaspace_prepend_ == "always" || (metaspace_prepend_ == "first" && at_start);
+    const bool prepend = metaspace_prepend_ == Prepend::Always || (metaspace_prepend_ == Prepend::First && at_start);
     if (prepend && text.compare(0, 3, kMeta) != 0) text = kMeta + text;
     if (metaspace_split_) {
       // MergedWithNext: every U+2581 starts a new word.
@@ -326,33 +337,19 @@ void BpeTokenizer::encode_sentencepiece(const std::string& segment, bool at_star
   }
   for (const std::string& word : words) {
     if (word.empty()) continue;
-    if (ignore_merges_) {
-      auto it = vocab_.find(word);
-      if (it != vocab_.end()) {
-        out.push_back(it->second);
-        continue;
-      }
-    }
     // Characters the vocabulary lacks become their UTF-8 bytes' <0xXX> tokens (or unk).
     std::vector<std::string> sym;
     for (size_t i = 0; i < word.size();) {
       const size_t len = std::min(utf8_len(static_cast<unsigned char>(word[i])), word.size() - i);
       const std::string ch = word.substr(i, len);
-      if (vocab_.count(ch)) {
-        sym.push_back(ch);
-      } else if (byte_fallback_) {
+      if (byte_fallback_ && !vocab_.count(ch)) {
         for (unsigned char b : ch) sym.push_back(fmt::format("<0x{:02X}>", b));
       } else {
-        sym.push_back(ch);  // unk below
+        sym.push_back(ch);  // unk in encode_word when the vocabulary lacks it
       }
       i += len;
     }
-    for (const auto& piece : merge(std::move(sym))) {
-      auto it = vocab_.find(piece);
-      if (it != vocab_.end()) out.push_back(it->second);
-      else if (unk_id_ >= 0) out.push_back(unk_id_);
-      else fail("{}: '{}' is not in the vocabulary and there is no byte fallback or unk token", source_, piece);
-    }
+    encode_word(word, std::move(sym), out);
   }
 }
 
@@ -407,7 +404,7 @@ std::string BpeTokenizer::decode_sentencepiece(const std::vector<std::string>& p
       case DecodeStep::Metaspace:
         for (size_t i = 0; i < toks.size(); ++i) {
           toks[i] = replace_all(toks[i], kMeta, " ");
-          if (i == 0 && d.a != "never" && !toks[i].empty() && toks[i][0] == ' ') toks[i].erase(0, 1);
+          if (i == 0 && d.prepend != Prepend::Never && !toks[i].empty() && toks[i][0] == ' ') toks[i].erase(0, 1);
         }
         break;
     }
@@ -468,20 +465,16 @@ std::vector<int64_t> BpeTokenizer::encode(const std::string& text) const {
 }
 
 std::string BpeTokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
-  if (sentencepiece_) {
-    std::vector<std::string> pieces;
-    for (int64_t id : ids) {
-      if (id < 0 || id >= static_cast<int64_t>(id_to_token_.size())) fail("{}: token id {} is out of range", source_, id);
-      if (skip_special_tokens && special_[id]) continue;
-      pieces.push_back(id_to_token_[id]);
-    }
-    return decode_sentencepiece(pieces);
-  }
-  std::string out;
+  std::vector<std::string> pieces;  // SentencePiece-style: through the decoder chain
+  std::string out;                  // byte-level: bytes straight away
   for (int64_t id : ids) {
     if (id < 0 || id >= static_cast<int64_t>(id_to_token_.size())) fail("{}: token id {} is out of range", source_, id);
     if (skip_special_tokens && special_[id]) continue;
     const std::string& tok = id_to_token_[id];
+    if (sentencepiece_) {
+      pieces.push_back(tok);
+      continue;
+    }
     bool added = std::any_of(added_.begin(), added_.end(), [&](const auto& a) { return a.second == id; });
     if (added) {
       out += tok;
@@ -494,7 +487,7 @@ std::string BpeTokenizer::decode(const std::vector<int64_t>& ids, bool skip_spec
       i += len;
     }
   }
-  return valid_utf8(out);
+  return sentencepiece_ ? decode_sentencepiece(pieces) : valid_utf8(out);
 }
 
 // Python's bytes.decode("utf-8", errors="replace"): each maximal ill-formed subsequence

@@ -47,6 +47,9 @@ class BpeTokenizer {
   BpeTokenizer() = default;
   void encode_piece(const std::string& piece, std::vector<int64_t>& out) const;
   void encode_sentencepiece(const std::string& segment, bool at_start, std::vector<int64_t>& out) const;
+  // The ids of one pre-tokenized word given as its initial symbols (both flavours): the word
+  // whole when ignore_merges finds it in the vocabulary, else the symbols merged by rank.
+  void encode_word(const std::string& word, std::vector<std::string> symbols, std::vector<int64_t>& out) const;
   std::vector<std::string> merge(std::vector<std::string> sym) const;
   std::string decode_sentencepiece(const std::vector<std::string>& tokens) const;
 
@@ -55,13 +58,16 @@ class BpeTokenizer {
   std::string prepend_;                                          // normalizer Prepend
   std::vector<std::pair<std::string, std::string>> replace_;     // normalizer Replace, in order
   bool metaspace_ = false, metaspace_split_ = false;
-  std::string metaspace_prepend_ = "never";                      // always | first | never
+  // Metaspace's prepend_scheme: a U+2581 before every segment, the input's first, or none.
+  enum class Prepend { Always, First, Never };
+  Prepend metaspace_prepend_ = Prepend::Never;
   bool byte_fallback_ = false;
   int64_t unk_id_ = -1;
   struct DecodeStep {
     enum Kind { Replace, ByteFallback, Fuse, Strip, Metaspace } kind;
-    std::string a, b;  // Replace: pattern, content; Strip: content; Metaspace: prepend scheme
+    std::string a, b;  // Replace: pattern, content; Strip: content
     int64_t start = 0, stop = 0;
+    Prepend prepend = Prepend::Always;  // Metaspace
   };
   std::vector<DecodeStep> decoders_;
 

@@ -329,13 +329,11 @@ std::vector<RgbImage> crop_to_tiles(const RgbImage& image, const ImageProcessorC
 at::Tensor preprocess_image_tiles(const RgbImage& input, const ImageProcessorConfig& c) {
   if (!(c.crop_to_patches && c.max_patches > 1)) return preprocess_image(input, c).unsqueeze(0);
   if (c.size_height <= 0 || c.size_width <= 0) fail("preprocess: tiling needs size {{height, width}}");
+  ImageProcessorConfig per_tile = c;  // each tile then goes through resize, rescale, normalize
+  per_tile.do_pad = false;
+  per_tile.crop_to_patches = false;
   std::vector<at::Tensor> out;
-  for (const RgbImage& tile : crop_to_tiles(input, c)) {
-    ImageProcessorConfig per_tile = c;  // each tile then goes through resize, rescale, normalize
-    per_tile.do_pad = false;
-    per_tile.crop_to_patches = false;
-    out.push_back(preprocess_image(tile, per_tile));
-  }
+  for (const RgbImage& tile : crop_to_tiles(input, c)) out.push_back(preprocess_image(tile, per_tile));
   return at::stack(out);
 }
 

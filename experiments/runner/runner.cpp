@@ -118,12 +118,7 @@ GenerationResult generate_by_layout(MultimodalModel& model, const ModelProcessor
                                     const std::vector<ProcessedSample>& samples, const GenerationConfig& gen,
                                     const KVCacheConfig& kv) {
   std::map<size_t, std::vector<size_t>> groups;  // end of the image tokens -> samples
-  for (size_t i = 0; i < samples.size(); ++i) {
-    size_t end = 0;
-    for (size_t k = 0; k < samples[i].ids.size(); ++k)
-      if (samples[i].ids[k] == proc.image_token_id()) end = k + 1;
-    groups[end].push_back(i);
-  }
+  for (size_t i = 0; i < samples.size(); ++i) groups[proc.image_end(samples[i])].push_back(i);
   if (groups.size() == 1) return model.generate(proc.collate(samples), gen, kv);
   GenerationResult all;
   all.tokens.resize(samples.size());
