@@ -45,19 +45,20 @@ int render_plots(const std::string& dir) {
 }
 
 std::vector<ThroughputPoint> throughput_points(const nlohmann::json& doc, const std::string& series_key,
-                                               const std::string& y_key, const std::string& source) {
+                                               const std::string& y_key, const std::string& source,
+                                               const std::string& x_key) {
   const nlohmann::json& rows = doc.is_object() && doc.contains("rows") ? doc.at("rows") : doc;
   if (!rows.is_array()) fail("{}: expected a list of benchmark rows (or {{\"rows\": [...]}})", source);
   std::vector<ThroughputPoint> out;
   for (size_t i = 0; i < rows.size(); ++i) {
     const auto& r = rows[i];
-    for (const auto& key : {series_key, std::string("batch"), y_key})
+    for (const auto& key : {series_key, x_key, y_key})
       if (!r.is_object() || !r.contains(key))
-        fail("{}: row {} has no '{}' (needs '{}', 'batch' and '{}')", source, i, key, series_key, y_key);
-    if (r.at(y_key).is_null()) continue;  // a batch that did not fit: no point
+        fail("{}: row {} has no '{}' (needs '{}', '{}' and '{}')", source, i, key, series_key, x_key, y_key);
+    if (r.at(y_key).is_null() || r.at(x_key).is_null()) continue;  // a batch that did not fit: no point
     ThroughputPoint p;
     p.series = r.at(series_key).is_string() ? r.at(series_key).get<std::string>() : r.at(series_key).dump();
-    p.batch = r.at("batch").get<double>();
+    p.batch = r.at(x_key).get<double>();
     p.tokens_per_second = r.at(y_key).get<double>();
     out.push_back(p);
   }
@@ -66,25 +67,24 @@ std::vector<ThroughputPoint> throughput_points(const nlohmann::json& doc, const 
 }
 
 void plot_throughput(const std::string& dir, const std::vector<ThroughputPoint>& points, const std::string& y_label,
-                     const std::string& title) {
+                     const std::string& title, const ThroughputAxis& axis) {
   std::map<std::string, std::map<double, double>> series;
   for (const auto& p : points) series[p.series][p.batch] = p.tokens_per_second;
   std::string data, plot;
   int index = 0;
   for (const auto& [name, pts] : series) {
-    data += "# " + name + "\n# batch " + y_label + "\n";
+    data += "# " + name + "\n# " + axis.key + " " + y_label + "\n";
     for (const auto& [b, y] : pts) data += fmt::format("{} {:.6g}\n", b, y);
     data += "\n\n";
-    plot += fmt::format("{}'throughput_vs_batch.dat' index {} using 1:2 with linespoints lw 2 pt 7 title \"{}\"",
-                        index ? ", " : "", index, name);
+    plot += fmt::format("{}'{}.dat' index {} using 1:2 with linespoints lw 2 pt 7 title \"{}\"", index ? ", " : "",
+                        axis.figure, index, name);
     ++index;
   }
   GnuplotFigure f;
-  f.name = "throughput_vs_batch";
+  f.name = axis.figure;
   f.comment = title;
-  f.settings = fmt::format("set title \"{}\"\nset xlabel \"batch (sequences)\"\nset ylabel \"{}\"\nset logscale x 2\n"
-                           "set grid\nset key left top",
-                           title, y_label);
+  f.settings = fmt::format("set title \"{}\"\nset xlabel \"{}\"\nset ylabel \"{}\"\n{}set grid\nset key left top", title,
+                           axis.label, y_label, axis.log2 ? "set logscale x 2\n" : "");
   f.body = "plot " + plot;
   write_gnuplot_figure((fs::path(dir) / "plots").string(), f, data);
 }

@@ -39,11 +39,18 @@ struct ThroughputPoint {
   double tokens_per_second = 0;
 };
 // Benchmark rows (a JSON list of objects, or {"rows": [...]}) as points: the series from
-// `series_key`, x from `batch`, y from `y_key`. Fails naming a row without them.
+// `series_key`, x from `x_key`, y from `y_key` (rows whose x or y is null are skipped: a batch
+// that did not fit). Fails naming a row without them.
 std::vector<ThroughputPoint> throughput_points(const nlohmann::json& rows, const std::string& series_key,
-                                               const std::string& y_key, const std::string& source);
-// plots/throughput_vs_batch.{dat,gp} under dir (rendered by render_plots).
+                                               const std::string& y_key, const std::string& source,
+                                               const std::string& x_key = "batch");
+// The x axis of a throughput plot and the figure's file stem.
+struct ThroughputAxis {
+  std::string key = "batch", label = "batch (sequences)", figure = "throughput_vs_batch";
+  bool log2 = true;
+};
+// plots/FIGURE.{dat,gp} under dir (rendered by render_plots).
 void plot_throughput(const std::string& dir, const std::vector<ThroughputPoint>& points, const std::string& y_label,
-                     const std::string& title);
+                     const std::string& title, const ThroughputAxis& axis = {});
 
 }  // namespace calibq

@@ -117,10 +117,10 @@ at::Tensor decode_attention(const DecodeAttentionInputs& in) {
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t rows = B * H;
   const size_t smem_limit = 100 * 1024;
-  auto choose = [&](int64_t length, const std::function<size_t(int64_t)>& shared) {
+  auto choose = [&](int64_t length, const std::function<size_t(int64_t)>& shared, size_t limit) {
     if (in.splits > 0) return std::min<int64_t>(in.splits, std::max<int64_t>(length, 1));
     int64_t splits = std::clamp<int64_t>((2 * sms + rows - 1) / rows, 1, std::max<int64_t>(1, length / 64));
-    while (splits < length && shared((length + splits - 1) / splits) > smem_limit) ++splits;
+    while (splits < length && shared((length + splits - 1) / splits) > limit) ++splits;
     return splits;
   };
   std::vector<cuda::FullSegmentArgs> fulls;
@@ -147,7 +147,7 @@ at::Tensor decode_attention(const DecodeAttentionInputs& in) {
     }
     a.type = in.q.scalar_type() == at::kHalf ? cuda::KVType::F16
              : in.q.scalar_type() == at::kBFloat16 ? cuda::KVType::BF16 : cuda::KVType::F32;
-    a.splits = static_cast<int>(choose(a.length, [&](int64_t c) { return cuda::full_segment_shared_bytes(s, c); }));
+    a.splits = static_cast<int>(choose(a.length, [&](int64_t c) { return cuda::full_segment_shared_bytes(s, c); }, smem_limit));
     a.split_offset = total;
     total += a.splits;
     fulls.push_back(a);
@@ -177,8 +177,13 @@ at::Tensor decode_attention(const DecodeAttentionInputs& in) {
     p.calibrate = in.calibrate;
     p.calib_a = static_cast<float>(in.calib_a);
     p.calib_b = static_cast<float>(in.calib_b);
+    // The 1-bit fp16-mma kernel (GQA, head_dim 32/64/128) keeps a whole long segment in one split
+    // (one block per SM at most): more splits would not add blocks at large batches, and with
+    // calibration each extra split costs a score pass for the row's range.
+    const bool whole = p.bits == 1 && Hq > H && (D == 32 || D == 64 || D == 128);
     p.splits = static_cast<int>(
-        choose(p.length, [&](int64_t c) { return cuda::packed_segment_shared_bytes(s, p.bits, p.row_bytes, c); }));
+        choose(p.length, [&](int64_t c) { return cuda::packed_segment_shared_bytes(s, p.bits, p.row_bytes, c); },
+               whole ? 200 * 1024 : smem_limit));
     TORCH_CHECK(cuda::packed_segment_shared_bytes(s, p.bits, p.row_bytes, (p.length + p.splits - 1) / p.splits) <= 227 * 1024,
                 "decode_attention (CUDA): the packed segment's tables do not fit shared memory (", s.groups, " query heads per KV head, ",
                 p.bits, " bits, head_dim ", D, ")");

@@ -15,6 +15,8 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cstdlib>
+#include <string>
 #include <mutex>
 #include <type_traits>
 #include <unordered_map>
@@ -244,6 +246,37 @@ __global__ void __launch_bounds__(kFullThreads) full_segment_kernel(DecodeShape 
   // Scores: one thread per key (no cross-lane reduction), eight elements per load.
   const bool vec8 = D % 8 == 0 && reinterpret_cast<uintptr_t>(a.k) % 16 == 0 && (D * sizeof(T)) % 16 == 0 &&
                     (a.k_head_stride * sizeof(T)) % 16 == 0;
+  // GQA with 16-bit keys and D <= 128: the whole row is loaded before any arithmetic (16
+  // loads in flight per thread rather than one), as the kernel is bound by bytes in flight
+  // there (measured: 2.0 -> 1.87 ms at B = 125, G = 4, 3.5k tokens). Without GQA the extra
+  // registers cost more than they bring (0.23 -> 0.27 ms at B = 32, H = 32): the plain loop.
+  constexpr bool kBatchedLoads = sizeof(T) == 2 && G > 1;
+  if (kBatchedLoads && vec8 && D <= 128) {
+    for (int64_t n = n0 + threadIdx.x; n < n1; n += blockDim.x) {
+      const uint4* row = reinterpret_cast<const uint4*>(K + n * D);
+      uint4 raw[16];
+#pragma unroll
+      for (int c = 0; c < 16; ++c)
+        if (c < D / 8) raw[c] = __ldg(row + c);
+      float dot[G];
+#pragma unroll
+      for (int g = 0; g < G; ++g) dot[g] = 0.f;
+#pragma unroll
+      for (int c = 0; c < 16; ++c) {
+        if (c >= D / 8) break;
+        const T* x = reinterpret_cast<const T*>(&raw[c]);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float kv = to_float(x[j]);
+#pragma unroll
+          for (int g = 0; g < G; ++g) dot[g] += qs[g * D + c * 8 + j] * kv;
+        }
+      }
+      const float m = a.mask ? a.mask[static_cast<int64_t>(b) * L + n] : 0.f;
+#pragma unroll
+      for (int g = 0; g < G; ++g) sc[g * chunk + (n - n0)] = dot[g] + m;
+    }
+  } else
   for (int64_t n = n0 + threadIdx.x; n < n1; n += blockDim.x) {
     const T* row = K + n * D;
     float dot[G];
@@ -278,14 +311,30 @@ __global__ void __launch_bounds__(kFullThreads) full_segment_kernel(DecodeShape 
   for (int g = 0; g < G; ++g)
 #pragma unroll
     for (int i = 0; i < kMaxPerLane; ++i) acc[g][i] = 0.f;
-  for (int64_t n = n0 + warp; n < n1; n += warps) {
-    float v[kMaxPerLane];
-    load_lane_row(v, V + n * D, lane, r);
+  // GQA: four value rows per warp in flight at once (one without GQA, as for the keys).
+  constexpr int kRows = G > 1 ? 4 : 1;
+  for (int64_t nb = n0 + warp; nb < n1; nb += warps * kRows) {
+    float v[kRows][kMaxPerLane];
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
-      const float p = sc[g * chunk + (n - n0)];
+    for (int u = 0; u < kRows; ++u) {
+      const int64_t n = nb + u * warps;
+      if (n < n1) {
+        load_lane_row(v[u], V + n * D, lane, r);
+      } else {
 #pragma unroll
-      for (int i = 0; i < kMaxPerLane; ++i) acc[g][i] += p * v[i];
+        for (int i = 0; i < kMaxPerLane; ++i) v[u][i] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kRows; ++u) {
+      const int64_t n = nb + u * warps;
+      if (n >= n1) break;
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        const float p = sc[g * chunk + (n - n0)];
+#pragma unroll
+        for (int i = 0; i < kMaxPerLane; ++i) acc[g][i] += p * v[u][i];
+      }
     }
   }
 #pragma unroll
@@ -732,6 +781,338 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
   write_value_partials<G>(s, a, bh, a.split_offset + split, red, vs, vz, delta, row_max, row_sum);
 }
 
+// ---------------------------------------------------------------- 1 bit on fp16 tensor cores
+//
+// The path for GQA and large batches: the G query heads of a KV head are the 8 columns of
+// one mma.m16n8k16 (f16 x f16 -> f32), so K and V codes are expanded once for all G heads.
+// A code pair becomes an fp16 pair in one register with ((w >> i) & 0x00010001) * 0x3C00
+// (bits i and i + 16 of a word; 0x3C00 is 1.0h). The mma's k index is permuted to match:
+// within each 32-element word, k-step st, fragment pair j of a lane holds elements
+// 8 st + j and 8 st + j + 16 (a dot product does not depend on the order of its terms, as
+// long as both operands use the same one).
+//   scores: A = K codes (16 tokens x 16 channels, rows from the stored D-bit rows),
+//           B = q' / max|q'| (channels x heads) as fp16 hi + lo parts (two mmas: ~22 bits);
+//   values: A = V codes (16 channels x 16 tokens, from the token-major words),
+//           B = p (tokens x heads) in fp16: p = exp(s - max) <= 1, and as the codes are 0/1
+//           and the zero-point is applied after the sum, its rounding (2^-12 relative) moves
+//           the output by at most 2^-12 of one quantization step.
+// Fragment layouts are PTX's for mma.m16n8k16 .f16: lane (g = lane / 4, t = lane % 4) holds
+// A pairs (row g [+8], k 2t [+8]), B pairs (k 2t [+8], column g) and C (row g [+8], column 2t [+1]).
+
+__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  __trap();
+#endif
+}
+
+// Codes at bits `shift` and `shift + 16` of w as an fp16 pair (0.0 or 1.0 each).
+__device__ __forceinline__ uint32_t code_pair(uint32_t w, int shift) { return ((w >> shift) & 0x00010001u) * 0x3C00u; }
+
+__device__ __forceinline__ uint32_t half2_bits(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
+
+constexpr int kMmaThreads = 256;  // 8 warps: one 16-channel tile each for head_dim 128
+constexpr int kMmaMaxWords = 4;   // head_dim <= 128
+
+// head_dim 32, 64 or 128: whole 16-channel tiles that the 8 warps share evenly.
+__host__ __device__ inline bool mma_shape(const DecodeShape& s) {
+  return s.head_dim == 32 || s.head_dim == 64 || s.head_dim == 128;
+}
+
+__host__ __device__ inline int64_t mma_floats(int G, int D, int64_t chunk) {
+  // q' and the value sums [G][D] each, scores [G][chunk], p fragments (fp16) [G][chunk / 2],
+  // scratch, per-row values, per-warp ranges and sums [8][G][2].
+  return static_cast<int64_t>(G) * D * 2 + G * chunk + G * chunk / 2 + 32 + 12 * G + 16 * G;
+}
+
+template <int G>
+__global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape s, PackedSegmentArgs a, int64_t chunk,
+                                                                   bool minmax_only) {
+  extern __shared__ float smem[];
+  const int bh = blockIdx.x, split = blockIdx.y;
+  const int D = s.head_dim, KW = D / 32;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = kMmaThreads / 32;
+  const int gq = lane >> 2, tq = lane & 3;
+  const int64_t N = a.length, n0 = split * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
+  const int len = n1 > n0 ? static_cast<int>(n1 - n0) : 0;
+  const int Wc = static_cast<int>(chunk / 32), Wlen = (len + 31) / 32;
+  float* qf = smem;                                         // [G][D] q'
+  float* sc = qf + G * D;                                   // [G][chunk]
+  uint2* pfrag = reinterpret_cast<uint2*>(sc + G * chunk);  // [Wc][2][G][4] fp16 B fragments of p
+  float* red = reinterpret_cast<float*>(pfrag + Wc * 2 * G * 4);  // [G][D]
+  float* scratch = red + G * D;                             // 32
+  float* qmax = scratch + 32;
+  float* cst = qmax + G;
+  float* row_max = cst + G;
+  float* row_sum = row_max + G;
+  float* alpha = row_sum + G;
+  float* beta = alpha + G;
+  float* delta = beta + G;
+
+  // 0. The split's K and V codes start streaming into L2 now (a block's share is ~100 KB at
+  //    3328 tokens, and the blocks resident at once fit the 50 MB L2): every later load,
+  //    issued in rounds between the phases, then waits on L2 rather than on DRAM.
+  const uint32_t* Kb = reinterpret_cast<const uint32_t*>(a.k_packed) + (static_cast<int64_t>(bh) * N + n0) * KW;
+  const int64_t Wtot = (N + 31) / 32, w0 = n0 / 32;
+  const uint32_t* VTb = a.v_token_words + (static_cast<int64_t>(bh) * Wtot + w0) * D;
+  {
+    const int k_lines = (len * KW + 31) / 32, v_lines = (Wlen * D + 31) / 32;  // 128-byte lines
+    for (int i = threadIdx.x; i < k_lines + v_lines; i += blockDim.x) {
+      const uint32_t* ptr = i < k_lines ? Kb + i * 32 : VTb + (i - k_lines) * 32;
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(ptr));
+    }
+  }
+
+  // 1. q', its largest magnitude, the per-row constant.
+  const float* q = s.q + static_cast<int64_t>(bh) * G * D;
+  const float* ks = a.k_scale + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
+  const float* kz = a.k_zero + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    qf[i] = a.k_token_axis ? q[i] : q[i] * ks[i % D];
+    red[i] = 0.f;
+  }
+  __syncthreads();
+  for (int g = 0; g < G; ++g) {
+    float big = 0.f, c = 0.f;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+      const float v = qf[g * D + d];
+      big = fmaxf(big, fabsf(v));
+      c += a.k_token_axis ? v : -v * kz[d];
+    }
+    big = block_reduce(big, scratch, Max{}, 0.f);
+    c = block_reduce(c, scratch, Sum{}, 0.f);
+    if (threadIdx.x == 0) {
+      qmax[g] = big > 0.f ? big : 1.f;
+      cst[g] = c;
+    }
+  }
+  __syncthreads();
+
+  // 2. B fragments of q' / max|q'| for head gq, hi and lo parts: [word][k-step][b0/b1][hi/lo].
+  uint32_t qb[kMmaMaxWords][2][2][2];
+#pragma unroll
+  for (int w = 0; w < kMmaMaxWords; ++w)
+#pragma unroll
+    for (int st = 0; st < 2; ++st)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int c0 = 32 * w + 8 * st + tq + 4 * r;
+        float x = 0.f, y = 0.f;
+        if (gq < G && w < KW) {
+          x = qf[gq * D + c0] / qmax[gq];
+          y = qf[gq * D + c0 + 16] / qmax[gq];
+        }
+        const __half2 hi = __floats2half2_rn(x, y);
+        const float2 back = __half22float2(hi);
+        qb[w][st][r][0] = half2_bits(hi);
+        qb[w][st][r][1] = half2_bits(__floats2half2_rn(x - back.x, y - back.y));
+      }
+
+  // 3. Scores: sixteen tokens per mma row block, all G heads in its columns. Each lane keeps
+  //    the range of the scores it writes (heads 2 tq and 2 tq + 1) for calibration and softmax.
+  float lo2[2] = {INFINITY, INFINITY}, hi2[2] = {-INFINITY, -INFINITY};
+  constexpr int kUnits = 4;  // 16-token units per warp per round: their loads are all in flight at once
+  for (int u0 = warp * kUnits; u0 * 16 < len; u0 += warps * kUnits) {
+    uint32_t kw[kUnits][2][kMmaMaxWords];
+#pragma unroll
+    for (int k = 0; k < kUnits; ++k)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int t = (u0 + k) * 16 + gq + 8 * r;
+        if (KW == 4) {
+          const uint4 v = t < len ? __ldg(reinterpret_cast<const uint4*>(Kb) + t) : make_uint4(0, 0, 0, 0);
+          kw[k][r][0] = v.x;
+          kw[k][r][1] = v.y;
+          kw[k][r][2] = v.z;
+          kw[k][r][3] = v.w;
+        } else {
+#pragma unroll
+          for (int w = 0; w < kMmaMaxWords; ++w) kw[k][r][w] = w < KW && t < len ? __ldg(Kb + t * KW + w) : 0u;
+        }
+      }
+#pragma unroll
+    for (int k = 0; k < kUnits; ++k) {
+      const int u = u0 + k;
+      if (u * 16 >= len) break;
+      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int w = 0; w < kMmaMaxWords; ++w) {
+        if (w >= KW) break;
+#pragma unroll
+        for (int st = 0; st < 2; ++st) {
+          const int sh = 8 * st + tq;
+          const uint32_t af[4] = {code_pair(kw[k][0][w], sh), code_pair(kw[k][1][w], sh), code_pair(kw[k][0][w], sh + 4),
+                                  code_pair(kw[k][1][w], sh + 4)};
+          mma_f16(acc, af, qb[w][st][0][0], qb[w][st][1][0]);
+          mma_f16(acc, af, qb[w][st][0][1], qb[w][st][1][1]);
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int head = 2 * tq + (e & 1), t = u * 16 + gq + 8 * (e >> 1);
+        if (head < G && t < len) {
+          const int64_t m = n0 + t;
+          const float dot = acc[e] * qmax[head];
+          const float v = a.k_token_axis ? ks[m] * (dot - kz[m] * cst[head]) : dot + cst[head];
+          sc[head * chunk + t] = v;
+          lo2[e & 1] = fminf(lo2[e & 1], v);
+          hi2[e & 1] = fmaxf(hi2[e & 1], v);
+        }
+      }
+    }
+  }
+  // 4. The split's score range per head: over the lanes of each tq, then over the warps.
+  float* wrange = delta + G;  // [warps][G][2]
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+#pragma unroll
+    for (int o = 4; o < 32; o <<= 1) {
+      lo2[h] = fminf(lo2[h], __shfl_xor_sync(0xffffffffu, lo2[h], o));
+      hi2[h] = fmaxf(hi2[h], __shfl_xor_sync(0xffffffffu, hi2[h], o));
+    }
+  if (gq == 0)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      if (2 * tq + h < G) {
+        wrange[(warp * G + 2 * tq + h) * 2] = lo2[h];
+        wrange[(warp * G + 2 * tq + h) * 2 + 1] = hi2[h];
+      }
+  __syncthreads();
+  if (threadIdx.x < G) {
+    const int g = threadIdx.x;
+    float lo = INFINITY, hi = -INFINITY;
+    for (int w = 0; w < warps; ++w) {
+      lo = fminf(lo, wrange[(w * G + g) * 2]);
+      hi = fmaxf(hi, wrange[(w * G + g) * 2 + 1]);
+    }
+    // 5. Calibration maps the row's range [m, M] (over every split) onto [m + a, M + b]:
+    //    s' = alpha s + beta, so that softmax needs exp(alpha s + beta - max') only, and no
+    //    pass rewrites the scores. Without calibration alpha = 1, beta = 0.
+    float al = 1.f, be = 0.f;
+    if (a.calibrate) {
+      float* mm = a.minmax + ((static_cast<int64_t>(bh) * G + g) * a.splits) * 2;
+      if (minmax_only) {
+        mm[split * 2] = lo;
+        mm[split * 2 + 1] = hi;
+      } else {
+        float glo = lo, ghi = hi;
+        if (a.splits > 1) {
+          glo = INFINITY;
+          ghi = -INFINITY;
+          for (int t = 0; t < a.splits; ++t) {
+            glo = fminf(glo, mm[t * 2]);
+            ghi = fmaxf(ghi, mm[t * 2 + 1]);
+          }
+        }
+        al = ghi > glo ? ((ghi + a.calib_b) - (glo + a.calib_a)) / (ghi - glo) : 0.f;
+        be = (glo + a.calib_a) - al * glo;
+      }
+    }
+    alpha[g] = al;
+    beta[g] = be;
+    // This split's largest calibrated score (either end of its range when alpha < 0).
+    row_max[g] = len == 0 ? -INFINITY : fmaxf(al * hi + be, al * lo + be);
+  }
+  if (a.calibrate && minmax_only) return;
+  __syncthreads();
+
+  // 6. Values. p = exp(s' - max) (per-token value scales folded in) as fp16 B fragments, made
+  //    once for all warps in the same pass that sums p.
+  const float* vs = a.v_scale + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
+  const float* vz = a.v_zero + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
+  float psum[G], dsum[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g) psum[g] = dsum[g] = 0.f;
+  for (int i = threadIdx.x; i < Wlen * 2 * G * 4; i += blockDim.x) {
+    const int t4 = i & 3, g = (i >> 2) % G, st = (i / (4 * G)) & 1, wb = i / (8 * G);
+    const int tb = wb * 32 + 8 * st + t4;
+    const float al = alpha[g], sh = beta[g] - row_max[g];
+    float pv[4];
+    const int ts[4] = {tb, tb + 16, tb + 4, tb + 20};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int t = ts[j];
+      float p = t < len ? expf(al * sc[g * chunk + t] + sh) : 0.f;
+#pragma unroll
+      for (int h = 0; h < G; ++h)
+        if (h == g) psum[h] += p;
+      if (a.v_token_axis && t < len) {
+        const float sv = vs[n0 + t];
+#pragma unroll
+        for (int h = 0; h < G; ++h)
+          if (h == g) dsum[h] += p * sv * vz[n0 + t];
+        p *= sv;
+      }
+      pv[j] = p;
+    }
+    pfrag[i] = make_uint2(half2_bits(__floats2half2_rn(pv[0], pv[1])), half2_bits(__floats2half2_rn(pv[2], pv[3])));
+  }
+  // Row sums (and the token-axis zero-point terms) over the block: warp, then across warps.
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    psum[g] = warp_reduce(psum[g], Sum{});
+    if (a.v_token_axis) dsum[g] = warp_reduce(dsum[g], Sum{});
+  }
+  if (lane == 0)
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      wrange[(warp * G + g) * 2] = psum[g];
+      wrange[(warp * G + g) * 2 + 1] = dsum[g];
+    }
+  __syncthreads();
+  if (threadIdx.x < G) {
+    const int g = threadIdx.x;
+    float l = 0.f, dz = 0.f;
+    for (int w = 0; w < warps; ++w) {
+      l += wrange[(w * G + g) * 2];
+      dz += wrange[(w * G + g) * 2 + 1];
+    }
+    row_sum[g] = l;
+    delta[g] = -dz;
+  }
+  __syncthreads();
+  const int mtiles = D / 16, groups_of_words = warps / mtiles;
+  const int mt = warp % mtiles, tg = warp / mtiles;
+  const int d0 = mt * 16 + gq, d1 = d0 + 8;
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  constexpr int kBlocks = 16;  // 32-token words per round
+  for (int wb0 = tg * kBlocks; wb0 < Wlen; wb0 += groups_of_words * kBlocks) {
+    uint32_t vw[kBlocks][2];
+#pragma unroll
+    for (int k = 0; k < kBlocks; ++k) {
+      const int wb = wb0 + k;
+      vw[k][0] = wb < Wlen ? __ldg(VTb + static_cast<int64_t>(wb) * D + d0) : 0u;
+      vw[k][1] = wb < Wlen ? __ldg(VTb + static_cast<int64_t>(wb) * D + d1) : 0u;
+    }
+#pragma unroll
+    for (int k = 0; k < kBlocks; ++k) {
+      const int wb = wb0 + k;
+      if (wb >= Wlen) break;
+#pragma unroll
+      for (int st = 0; st < 2; ++st) {
+        const uint2 b = gq < G ? pfrag[((wb * 2 + st) * G + gq) * 4 + tq] : make_uint2(0u, 0u);
+        const int sh = 8 * st + tq;
+        const uint32_t af[4] = {code_pair(vw[k][0], sh), code_pair(vw[k][1], sh), code_pair(vw[k][0], sh + 4),
+                                code_pair(vw[k][1], sh + 4)};
+        mma_f16(acc, af, b.x, b.y);
+      }
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const int head = 2 * tq + (e & 1);
+    if (head < G) atomicAdd(&red[head * D + (e < 2 ? d0 : d1)], acc[e]);
+  }
+  __syncthreads();
+
+  // 7. Scale and zero-point after the sums.
+  write_value_partials<G>(s, a, bh, a.split_offset + split, red, vs, vz, delta, row_max, row_sum);
+}
+
 __global__ void token_words_kernel(const uint8_t* __restrict__ packed, uint32_t* __restrict__ words, int64_t rows,
                                    int64_t n, int d) {
   const int64_t W = (n + 31) / 32, row_bytes = d / 8;
@@ -813,15 +1194,18 @@ cudaError_t launch_full_groups(const DecodeShape& s, const FullSegmentArgs& a, c
   return with_groups(s.groups, [&](auto g) { return launch_full_typed<T, decltype(g)::value>(s, a, stream); });
 }
 
-template <int G>
+// The 1-bit kernels (bit planes, or fp16 mma for GQA): whole 256-token blocks per split,
+// and with calibration over several splits a first pass for the rows' score ranges.
+template <int G, bool Mma>
 cudaError_t launch_b1_typed(const DecodeShape& s, const PackedSegmentArgs& a, cudaStream_t stream) {
   const int64_t chunk = ((a.length + a.splits - 1) / a.splits + kB1Chunk - 1) / kB1Chunk * kB1Chunk;
-  const size_t bytes = static_cast<size_t>(b1_floats(G, s.head_dim, chunk)) * sizeof(float);
-  auto kernel = packed_b1_kernel<G>;
+  const size_t bytes = static_cast<size_t>(Mma ? mma_floats(G, s.head_dim, chunk) : b1_floats(G, s.head_dim, chunk)) * sizeof(float);
+  auto kernel = Mma ? packed_b1_mma_kernel<G> : packed_b1_kernel<G>;
+  const int threads = Mma ? kMmaThreads : kB1Threads;
   if (cudaError_t e = allow_shared(kernel, bytes); e != cudaSuccess) return e;
   const dim3 grid(s.batch * s.kv_heads, a.splits);
-  if (a.calibrate && a.splits > 1) kernel<<<grid, kB1Threads, bytes, stream>>>(s, a, chunk, true);
-  kernel<<<grid, kB1Threads, bytes, stream>>>(s, a, chunk, false);
+  if (a.calibrate && a.splits > 1) kernel<<<grid, threads, bytes, stream>>>(s, a, chunk, true);
+  kernel<<<grid, threads, bytes, stream>>>(s, a, chunk, false);
   return cudaGetLastError();
 }
 
@@ -846,8 +1230,10 @@ size_t full_segment_shared_bytes(const DecodeShape& s, int64_t chunk) {
 }
 
 size_t packed_segment_shared_bytes(const DecodeShape& s, int bits, int row_bytes, int64_t chunk) {
-  if (bits == 1 && s.head_dim % 32 == 0 && s.head_dim <= 256)  // the tensor-core path (with token words)
-    return static_cast<size_t>(b1_floats(s.groups, s.head_dim, (chunk + kB1Chunk - 1) / kB1Chunk * kB1Chunk)) * sizeof(float);
+  const int64_t rounded = (chunk + kB1Chunk - 1) / kB1Chunk * kB1Chunk;
+  if (bits == 1 && s.groups > 1 && mma_shape(s)) return static_cast<size_t>(mma_floats(s.groups, s.head_dim, rounded)) * sizeof(float);
+  if (bits == 1 && s.head_dim % 32 == 0 && s.head_dim <= 256)  // the binary tensor-core path (with token words)
+    return static_cast<size_t>(b1_floats(s.groups, s.head_dim, rounded)) * sizeof(float);
   return static_cast<size_t>(packed_floats(s.groups, packed_layout(s.groups, s.head_dim, bits, row_bytes, chunk))) * sizeof(float);
 }
 
@@ -866,10 +1252,24 @@ static bool b1_path(const DecodeShape& s, const PackedSegmentArgs& a) {
          reinterpret_cast<uintptr_t>(a.k_packed) % 4 == 0;
 }
 
+// CALIBQ_B1_KERNEL=planes keeps the binary-tensor-core kernel for every 1-bit shape (for
+// benchmarks side by side); the default takes the fp16-mma kernel wherever it applies.
+static bool mma_preferred() {
+  static const bool planes = [] {
+    const char* v = std::getenv("CALIBQ_B1_KERNEL");
+    return v != nullptr && std::string(v) == "planes";
+  }();
+  return !planes;
+}
+
 cudaError_t launch_packed_segment(const DecodeShape& s, const PackedSegmentArgs& a, cudaStream_t stream) {
   if (a.length == 0) return cudaSuccess;
+  // Without GQA the bit-plane kernel is faster (an mma column per head would idle 7 of 8).
+  if (b1_path(s, a) && s.groups > 1 && mma_shape(s) && mma_preferred() &&
+      reinterpret_cast<uintptr_t>(a.k_packed) % (s.head_dim / 8) == 0)
+    return with_groups(s.groups, [&](auto g) { return launch_b1_typed<decltype(g)::value, true>(s, a, stream); });
   if (b1_path(s, a))
-    return with_groups(s.groups, [&](auto g) { return launch_b1_typed<decltype(g)::value>(s, a, stream); });
+    return with_groups(s.groups, [&](auto g) { return launch_b1_typed<decltype(g)::value, false>(s, a, stream); });
   return with_groups(s.groups, [&](auto g) { return launch_packed_typed<decltype(g)::value>(s, a, stream); });
 }
 

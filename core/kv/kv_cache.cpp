@@ -124,21 +124,89 @@ void LayerKVCache::append(const at::Tensor& k, const at::Tensor& v) {
   }
   Block& last = blocks_.back();
   const int64_t t = k.size(2), need = last.length + t;
-  if (!last.k_store.defined() || last.k_store.size(2) < need) {
-    const int64_t capacity = std::max<int64_t>({need, 2 * last.length, 64});
-    at::Tensor ks = at::empty({batch_, kv_heads_, capacity, head_dim_}, last.k.options());
-    at::Tensor vs = at::empty({batch_, kv_heads_, capacity, head_dim_}, last.v.options());
-    ks.narrow(2, 0, last.length).copy_(last.k);
-    vs.narrow(2, 0, last.length).copy_(last.v);
-    last.k_store = ks;
-    last.v_store = vs;
-  }
+  if (!last.k_store.defined() || last.k_store.size(2) < need)
+    grow_store(last, std::max<int64_t>({need, 2 * last.length, 64, last.length + reserved_}));
   last.k_store.narrow(2, last.length, t).copy_(k);
   last.v_store.narrow(2, last.length, t).copy_(v);
   last.length = need;
   last.k = last.k_store.narrow(2, 0, need);
   last.v = last.v_store.narrow(2, 0, need);
   length_ += t;
+}
+
+void LayerKVCache::reserve(int64_t tokens) {
+  if (tokens < 0) fail("KV cache reserve: {} tokens", tokens);
+  reserved_ = tokens;
+  if (blocks_.empty()) return;
+  Block& last = blocks_.back();
+  if (last.segment != Segment::Text || last.qk || last.qv) return;  // append makes the block with the reserve
+  const int64_t capacity = last.length + tokens;
+  if (last.k_store.defined() && last.k_store.size(2) >= capacity) return;
+  grow_store(last, capacity);
+}
+
+void LayerKVCache::grow_store(Block& b, int64_t capacity) const {
+  at::Tensor ks = at::empty({batch_, kv_heads_, capacity, head_dim_}, b.k.options());
+  at::Tensor vs = at::empty({batch_, kv_heads_, capacity, head_dim_}, b.v.options());
+  ks.narrow(2, 0, b.length).copy_(b.k);
+  vs.narrow(2, 0, b.length).copy_(b.v);
+  b.k_store = ks;
+  b.v_store = vs;
+  b.k = ks.narrow(2, 0, b.length);
+  b.v = vs.narrow(2, 0, b.length);
+}
+
+LayerKVCache LayerKVCache::concat_batch(const std::vector<const LayerKVCache*>& parts) {
+  if (parts.empty()) fail("KV cache: no micro-batches to join");
+  const LayerKVCache& first = *parts.front();
+  LayerKVCache out(first.config_);
+  out.length_ = first.length_;
+  out.kv_heads_ = first.kv_heads_;
+  out.head_dim_ = first.head_dim_;
+  for (const LayerKVCache* pp : parts) {
+    const LayerKVCache& p = *pp;
+    if (p.blocks_.size() != first.blocks_.size() || p.length_ != first.length_ || p.kv_heads_ != first.kv_heads_ ||
+        p.head_dim_ != first.head_dim_)
+      fail("KV cache: micro-batches to join differ in layout ({} and {} tokens, {} and {} blocks)", first.length_,
+           p.length_, first.blocks_.size(), p.blocks_.size());
+    for (size_t i = 0; i < p.blocks_.size(); ++i)
+      if (p.blocks_[i].segment != first.blocks_[i].segment || p.blocks_[i].length != first.blocks_[i].length)
+        fail("KV cache: micro-batches to join differ in their {} segment", segment_name(first.blocks_[i].segment));
+    out.batch_ += p.batch_;
+  }
+  for (size_t i = 0; i < first.blocks_.size(); ++i) {
+    const Block& f = first.blocks_[i];
+    Block b;
+    b.segment = f.segment;
+    b.begin = f.begin;
+    b.length = f.length;
+    auto join_full = [&](at::Tensor Block::*member) {
+      std::vector<at::Tensor> xs;
+      for (const LayerKVCache* p : parts) xs.push_back(p->blocks_[i].*member);
+      return xs.front().defined() ? at::cat(xs, 0) : at::Tensor();
+    };
+    auto join_quantized = [&](std::unique_ptr<QuantizedTensor> Block::*member) -> std::unique_ptr<QuantizedTensor> {
+      if (!(f.*member)) return nullptr;
+      std::vector<const QuantizedTensor*> more;
+      for (size_t j = 1; j < parts.size(); ++j) more.push_back((parts[j]->blocks_[i].*member).get());
+      return (f.*member)->concat_batch(more);
+    };
+    b.k = join_full(&Block::k);
+    b.v = join_full(&Block::v);
+    b.qk = join_quantized(&Block::qk);
+    b.qv = join_quantized(&Block::qv);
+    if (f.kernel_k && f.kernel_v && b.qk && b.qv) {
+      b.kernel_k = b.qk->packed_kv();
+      b.kernel_v = b.qv->packed_kv();
+      if (b.kernel_v && f.kernel_v->token_words.defined()) {
+        std::vector<at::Tensor> words;
+        for (const LayerKVCache* p : parts) words.push_back(p->blocks_[i].kernel_v->token_words);
+        b.kernel_v->token_words = at::cat(words, 0);
+      }
+    }
+    out.blocks_.push_back(std::move(b));
+  }
+  return out;
 }
 
 std::vector<at::Tensor> LayerKVCache::block_scores(const at::Tensor& qf) const {
@@ -237,6 +305,8 @@ SegmentBytes LayerKVCache::bytes() const {
   for (const Block& b : blocks_) {
     int64_t n = (b.qk ? b.qk->nbytes() : static_cast<int64_t>(b.k.nbytes())) +
                 (b.qv ? b.qv->nbytes() : static_cast<int64_t>(b.v.nbytes()));
+    // The CUDA kernel's token-major copy of 1-bit values is storage too.
+    if (b.kernel_v && b.kernel_v->token_words.defined()) n += static_cast<int64_t>(b.kernel_v->token_words.nbytes());
     switch (b.segment) {
       case Segment::System: out.system += n; break;
       case Segment::Visual: out.visual += n; break;

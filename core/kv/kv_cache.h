@@ -69,6 +69,13 @@ class LayerKVCache {
                const at::Tensor& visual_importance = {});
   // k, v: [B, H, T, D] of T new tokens, kept in full precision as text.
   void append(const at::Tensor& k, const at::Tensor& v);
+  // Room for `tokens` more appended tokens, allocated now: decoding then never regrows the
+  // text buffer (a doubling would copy it and, at large batches, waste up to half of it).
+  void reserve(int64_t tokens);
+  // The caches of prefill micro-batches as one batch, in order (each part's blocks equal in
+  // segments and lengths; a part may appear more than once). Join layer by layer and drop
+  // each layer's parts right after, so that at most one extra copy of a layer is held.
+  static LayerKVCache concat_batch(const std::vector<const LayerKVCache*>& parts);
 
   // q: [B, Hq, T, D] (Hq a multiple of H). Pre-softmax scores [B, Hq, T, length()],
   // scaled by `scale` and with the visual calibration applied.
@@ -115,6 +122,8 @@ class LayerKVCache {
     // prefill: on CUDA it includes 1-bit values as token-major words.
     std::optional<kernels::PackedKV> kernel_k, kernel_v;
   };
+  // The text block's storage made `capacity` tokens long, its tokens copied in.
+  void grow_store(Block& b, int64_t capacity) const;
   // Per block, [B, H, M, len] float32 scores for folded queries qf ([B, H, M, D], scaled).
   std::vector<at::Tensor> block_scores(const at::Tensor& qf) const;
 
@@ -124,6 +133,7 @@ class LayerKVCache {
   int64_t batch_ = 0;
   int64_t kv_heads_ = 0;
   int64_t head_dim_ = 0;
+  int64_t reserved_ = 0;  // appended tokens to make room for when the text buffer is made
 };
 
 }  // namespace calibq

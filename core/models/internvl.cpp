@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "core/io/safetensors.h"
+#include "core/models/attention.h"
 #include "core/models/model.h"
 #include "core/models/vision_language_model.h"
 #include "core/util/error.h"
@@ -147,8 +148,9 @@ class InternViT {
         k = rms(k, l.k_norm, 1e-6);
       }
       auto heads_of = [&](const at::Tensor& t) { return t.view({b, n, heads, hd}).transpose(1, 2); };
-      at::Tensor p = at::softmax(at::matmul(heads_of(q), heads_of(k).transpose(-1, -2)) * scale, -1);
-      at::Tensor a = at::matmul(p, heads_of(v)).transpose(1, 2).reshape({b, n, h});
+      at::Tensor a = full_attention(heads_of(q), heads_of(k), heads_of(v), scale, {}, false, false)
+                         .transpose(1, 2)
+                         .reshape({b, n, h});
       x = x + l.lambda1 * at::linear(a, l.o, l.o_b);
       y = at::linear(activation(at::linear(apply(l.after, x), l.fc1, l.fc1_b)), l.fc2, l.fc2_b);
       x = x + l.lambda2 * y;
@@ -190,13 +192,12 @@ at::Tensor pixel_shuffle(const at::Tensor& x, double s) {
 
 class InternVLModel : public VisionLanguageModel {
  public:
-  InternVLModel(ModelConfig config, const SafetensorsCheckpoint& ck, at::ScalarType dtype, at::Device device)
+  InternVLModel(ModelConfig config, WeightLoader& w, at::ScalarType dtype, at::Device device)
       : VisionLanguageModel(std::move(config), dtype, device) {
     const bool original = config_.original_layout;
     if (original && config_.pixel_shuffle_version != "v2")
       fail("{}: ps_version '{}': only InternVL's v2 pixel shuffle (transformers') is implemented", config_.source,
            config_.pixel_shuffle_version);
-    WeightLoader w(ck, "internvl", dtype, device);
     const VisionConfig& vc = *config_.vision;
     const VitNames& vn = original ? kVitOriginal : kVitHf;
     vision_ = std::make_unique<InternViT>(w, vc, vn, first_prefix(w, vn.prefixes, vn.cls));
@@ -237,9 +238,9 @@ class InternVLModel : public VisionLanguageModel {
 
 }  // namespace
 
-std::unique_ptr<MultimodalModel> make_internvl_model(ModelConfig config, const SafetensorsCheckpoint& ck,
-                                                     at::ScalarType dtype, at::Device device) {
-  return std::make_unique<InternVLModel>(std::move(config), ck, dtype, device);
+std::unique_ptr<MultimodalModel> make_internvl_model(ModelConfig config, WeightLoader& w, at::ScalarType dtype,
+                                                  at::Device device) {
+  return std::make_unique<InternVLModel>(std::move(config), w, dtype, device);
 }
 
 }  // namespace calibq

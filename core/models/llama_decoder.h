@@ -22,6 +22,10 @@ struct DecoderLayerWeights {
   at::Tensor q, k, v, o;                 // [out, in]
   at::Tensor q_bias, k_bias, v_bias, o_bias;  // undefined where the config has none
   at::Tensor gate, up, down;
+  // Fused at load time (LlamaDecoder's constructor): one matmul for q, k and v and one for
+  // gate and up, whose rows q/k/v and gate/up then view. A decode step is bound by the host's
+  // per-operation cost at small batches, so fewer, larger operations are faster.
+  at::Tensor qkv, qkv_bias, gate_up;
 };
 
 struct DecoderWeights {
@@ -57,7 +61,8 @@ class LlamaDecoder {
   LlamaDecoder(TextConfig config, DecoderWeights weights);
 
   at::Tensor embed(const at::Tensor& ids) const;
-  // embeds [B, T, H]; positions [B, T] (int64); additive mask [B, 1, T, T]. Fills `caches`
+  // embeds [B, T, H]; positions [B, T] (int64); additive mask [B, 1, T, T], or undefined for
+  // plain causal attention (no padding: CUDA then takes the flash kernel). Fills `caches`
   // (one per layer, already configured) with each layer's keys after RoPE and values, the
   // first system_len tokens as the system segment and the next visual_len as visual.
   // `observe`, when given, sees every layer's q, k, v.

@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "core/models/attention.h"
 #include "core/io/safetensors.h"
 #include "core/models/llama_decoder.h"
 #include "core/models/model.h"
@@ -87,8 +88,7 @@ class ClipVision {
         return at::linear(y, w, bias).view({b, n, heads, hd}).transpose(1, 2);
       };
       at::Tensor q = split(l.q, l.q_b), k = split(l.k, l.k_b), v = split(l.v, l.v_b);
-      at::Tensor p = at::softmax((at::matmul(q, k.transpose(-1, -2)) * scale).to(at::kFloat), -1).to(q.scalar_type());
-      y = at::linear(at::matmul(p, v).transpose(1, 2).reshape({b, n, h}), l.o, l.o_b);
+      y = at::linear(full_attention(q, k, v, scale, {}, false, true).transpose(1, 2).reshape({b, n, h}), l.o, l.o_b);
       x = r + y;
       r = x;
       y = at::layer_norm(x, {h}, l.ln2_w, l.ln2_b, c_.layer_norm_eps);
@@ -112,9 +112,8 @@ class ClipVision {
 
 class LlavaModel : public VisionLanguageModel {
  public:
-  LlavaModel(ModelConfig config, const SafetensorsCheckpoint& ck, at::ScalarType dtype, at::Device device)
+  LlavaModel(ModelConfig config, WeightLoader& w, at::ScalarType dtype, at::Device device)
       : VisionLanguageModel(std::move(config), dtype, device) {
-    WeightLoader w(ck, "llava", dtype, device);
     const VisionConfig& vc = *config_.vision;
     vision_ = std::make_unique<ClipVision>(w, vc, first_prefix(w, kNames.vision, "embeddings.class_embedding"));
     const int64_t th = config_.text.hidden_size;
@@ -150,9 +149,9 @@ class LlavaModel : public VisionLanguageModel {
 
 }  // namespace
 
-std::unique_ptr<MultimodalModel> make_llava_model(ModelConfig config, const SafetensorsCheckpoint& ck, at::ScalarType dtype,
+std::unique_ptr<MultimodalModel> make_llava_model(ModelConfig config, WeightLoader& w, at::ScalarType dtype,
                                                   at::Device device) {
-  return std::make_unique<LlavaModel>(std::move(config), ck, dtype, device);
+  return std::make_unique<LlavaModel>(std::move(config), w, dtype, device);
 }
 
 }  // namespace calibq

@@ -3,15 +3,16 @@
 #include <torch/version.h>
 
 #include "core/io/safetensors.h"
+#include "core/models/weight_loader.h"
 #include "core/util/error.h"
 
 namespace calibq {
 
 // One factory per family file.
-std::unique_ptr<MultimodalModel> make_llava_model(ModelConfig config, const SafetensorsCheckpoint& ck,
-                                                  at::ScalarType dtype, at::Device device);
-std::unique_ptr<MultimodalModel> make_internvl_model(ModelConfig config, const SafetensorsCheckpoint& ck,
-                                                     at::ScalarType dtype, at::Device device);
+std::unique_ptr<MultimodalModel> make_llava_model(ModelConfig config, WeightLoader& weights, at::ScalarType dtype,
+                                                  at::Device device);
+std::unique_ptr<MultimodalModel> make_internvl_model(ModelConfig config, WeightLoader& weights, at::ScalarType dtype,
+                                                     at::Device device);
 
 namespace {
 // LibTorch 1.13's CPU kernels have no float16 matmul or convolution (2.x has them): ask
@@ -28,22 +29,41 @@ bool cpu_supports_half() {
 }
 }  // namespace
 
-std::unique_ptr<MultimodalModel> load_model(const std::string& dir, at::ScalarType dtype, at::Device device) {
-  if (device.is_cpu() && dtype == at::kHalf && !cpu_supports_half())
-    fail("{}: float16 on the CPU needs kernels this LibTorch ({}) lacks; use bf16 or fp32 on the CPU, or fp16 on CUDA",
-         dir, TORCH_VERSION);
-  ModelConfig config = load_model_config(dir);
-  SafetensorsCheckpoint ck = SafetensorsCheckpoint::open(dir);
+namespace {
+std::unique_ptr<MultimodalModel> make_model(ModelConfig config, WeightLoader& weights, at::ScalarType dtype,
+                                            at::Device device) {
   switch (config.family) {
     case ModelFamily::Llava:
-      return make_llava_model(std::move(config), ck, dtype, device);
+      return make_llava_model(std::move(config), weights, dtype, device);
     case ModelFamily::InternVL:
-      return make_internvl_model(std::move(config), ck, dtype, device);
+      return make_internvl_model(std::move(config), weights, dtype, device);
     case ModelFamily::Qwen2VL:
     case ModelFamily::TextOnly:
       fail("{}: the {} family cannot run yet (runs: llava, internvl)", config.source, model_family_name(config.family));
   }
   fail("internal: bad model family");
+}
+
+void check_half_on_cpu(const std::string& what, at::ScalarType dtype, at::Device device) {
+  if (device.is_cpu() && dtype == at::kHalf && !cpu_supports_half())
+    fail("{}: float16 on the CPU needs kernels this LibTorch ({}) lacks; use bf16 or fp32 on the CPU, or fp16 on CUDA",
+         what, TORCH_VERSION);
+}
+}  // namespace
+
+std::unique_ptr<MultimodalModel> load_model(const std::string& dir, at::ScalarType dtype, at::Device device) {
+  check_half_on_cpu(dir, dtype, device);
+  ModelConfig config = load_model_config(dir);
+  SafetensorsCheckpoint ck = SafetensorsCheckpoint::open(dir);
+  WeightLoader weights(ck, model_family_name(config.family), dtype, device);
+  return make_model(std::move(config), weights, dtype, device);
+}
+
+std::unique_ptr<MultimodalModel> random_model(const ModelConfig& config, at::ScalarType dtype, at::Device device,
+                                              uint64_t seed) {
+  check_half_on_cpu(config.source, dtype, device);
+  WeightLoader weights = WeightLoader::random(model_family_name(config.family), dtype, device, seed);
+  return make_model(config, weights, dtype, device);
 }
 
 }  // namespace calibq

@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,12 +34,21 @@ struct GenerationConfig {
   uint64_t seed = 0;
   std::vector<int64_t> stop_ids;  // a sample ends at the first of these (not included in its tokens)
   int64_t pad_id = 0;             // fed to finished samples while the others go on
+  // Prefill in micro-batches of this many samples (0: the whole batch at once), each
+  // micro-batch's cache quantized right after its prefill; the caches then join and the
+  // whole batch decodes together. For batches whose prefill activations do not fit at once.
+  int64_t prefill_micro_batch = 0;
+  // Benchmarks only: prefill the first micro-batch alone and let its caches stand for every
+  // micro-batch. Equal to a full prefill when every sample has the same inputs (as a
+  // benchmark's synthetic batch does); prefill_seconds then covers that one micro-batch.
+  bool reuse_first_prefill = false;
 };
 
 struct GenerationResult {
   std::vector<std::vector<int64_t>> tokens;  // per sample: the new tokens, stop token excluded
   std::vector<bool> stopped;                 // per sample: ended on a stop token (else on the length)
   int64_t steps = 0;                         // decode steps run (forward passes after prefill)
+  int64_t prefill_parts = 0;                 // micro-batches prefilled (1: the batch at once)
   double prefill_seconds = 0, decode_seconds = 0;
   SegmentBytes kv_bytes;   // the caches of all layers after prefill, as stored
   int64_t kv_fp16_bytes = 0;  // the same caches in fp16
@@ -57,6 +67,12 @@ class MultimodalModel {
   // unmasked tokens, as transformers' generate numbers them, and padded keys are masked in
   // every step. Every sample must have its image tokens at the same positions.
   virtual GenerationResult generate(const ModelInputs& inputs, const GenerationConfig& gen, const KVCacheConfig& kv) = 0;
+  // The same for a batch given by parts: `part(begin, end)` returns the inputs of samples
+  // [begin, end) (asked once per prefill micro-batch, so that a large batch's images need
+  // never be held at once). Every sample must have the same [system | image | text] layout.
+  using InputsOf = std::function<ModelInputs(int64_t begin, int64_t end)>;
+  virtual GenerationResult generate_parts(int64_t batch, const InputsOf& part, const GenerationConfig& gen,
+                                          const KVCacheConfig& kv) = 0;
   // Runs prefill in full precision, showing `observe` every layer's q, k (after RoPE) and v;
   // returns the system and visual segment lengths (tokens before the image, image tokens).
   virtual std::pair<int64_t, int64_t> observe_prefill(const ModelInputs& inputs, const PrefillObserver& observe) = 0;
@@ -69,5 +85,9 @@ class MultimodalModel {
 // file and tensor for anything missing, extra or misshapen.
 std::unique_ptr<MultimodalModel> load_model(const std::string& dir, at::ScalarType dtype = at::kFloat,
                                             at::Device device = at::kCPU);
+// The architecture `config` describes with random weights (N(0, 0.02^2), seeded): timing at
+// real sizes without a checkpoint (architectures.h names the real configurations).
+std::unique_ptr<MultimodalModel> random_model(const ModelConfig& config, at::ScalarType dtype, at::Device device,
+                                              uint64_t seed = 0);
 
 }  // namespace calibq

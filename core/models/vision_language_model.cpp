@@ -54,6 +54,8 @@ at::Tensor VisionLanguageModel::neg_inf() const {
 
 at::Tensor VisionLanguageModel::prefill_mask(const ModelInputs& in, const at::Tensor& embeds) const {
   const int64_t b = embeds.size(0), t = embeds.size(1);
+  // On CUDA an unpadded batch needs no mask tensor: the fused kernels mask causally themselves.
+  if (embeds.is_cuda() && (!in.attention_mask.defined() || (in.attention_mask != 0).all().item<bool>())) return {};
   auto opts = at::TensorOptions().dtype(embeds.scalar_type()).device(device_);
   const double neg = neg_inf().item<double>();
   at::Tensor mask = at::full({t, t}, neg, opts).triu(1).view({1, 1, t, t}).expand({b, 1, t, t}).clone();
@@ -112,24 +114,101 @@ at::Tensor VisionLanguageModel::generate_greedy(const ModelInputs& in, int64_t n
   return at::cat({in.input_ids.cpu().to(at::kLong), out}, 1).to(device_);
 }
 
+namespace {
+// Samples [begin, end) of a batch of `batch`: pixel rows split evenly over the samples (one
+// image, or an equal number of tiles, per sample).
+ModelInputs slice_inputs(const ModelInputs& in, int64_t begin, int64_t end, int64_t batch) {
+  ModelInputs out;
+  const int64_t n = end - begin;
+  out.input_ids = in.input_ids.narrow(0, begin, n);
+  if (in.attention_mask.defined()) out.attention_mask = in.attention_mask.narrow(0, begin, n);
+  auto rows = [&](const at::Tensor& t, const char* name) {
+    if (!t.defined()) return t;
+    if (t.size(0) % batch != 0)
+      fail("generate: {} has {} rows, not a whole number per sample of {} (micro-batched prefill needs as many "
+           "images or tiles per sample)", name, t.size(0), batch);
+    const int64_t r = t.size(0) / batch;
+    return t.narrow(0, begin * r, n * r);
+  };
+  out.pixel_values = rows(in.pixel_values, "pixel_values");
+  out.image_grid_thw = rows(in.image_grid_thw, "image_grid_thw");
+  return out;
+}
+}  // namespace
+
 GenerationResult VisionLanguageModel::generate(const ModelInputs& in, const GenerationConfig& gen, const KVCacheConfig& kv) {
+  const int64_t b = in.input_ids.size(0);
+  if (gen.prefill_micro_batch <= 0 || gen.prefill_micro_batch >= b)
+    return generate_parts(b, [&](int64_t, int64_t) { return in; }, gen, kv);
+  return generate_parts(b, [&](int64_t begin, int64_t end) { return slice_inputs(in, begin, end, b); }, gen, kv);
+}
+
+GenerationResult VisionLanguageModel::generate_parts(int64_t b, const InputsOf& part, const GenerationConfig& gen,
+                                                     const KVCacheConfig& kv) {
   using clock = std::chrono::steady_clock;
   if (gen.max_new_tokens <= 0) fail("generate: max_new_tokens must be positive, got {}", gen.max_new_tokens);
+  if (b <= 0) fail("generate: empty batch");
   const auto t0 = clock::now();
-  std::vector<LayerKVCache> caches = make_caches(kv);
-  auto [embeds, sys, vis] = input_embeddings(in);
-  const int64_t b = embeds.size(0), t = embeds.size(1);
+  const int64_t micro = gen.prefill_micro_batch > 0 ? std::min(gen.prefill_micro_batch, b) : b;
   const auto long_opts = at::TensorOptions().dtype(at::kLong).device(device_);
-  at::Tensor mask = in.attention_mask.defined() ? in.attention_mask.to(long_opts) : at::ones({b, t}, long_opts);
-  // Positions count the unmasked tokens (transformers' generate: cumsum(mask) - 1).
-  at::Tensor pos = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1);
-  at::Tensor hidden = decoder_->prefill(embeds, pos, prefill_mask(in, embeds), caches, sys, vis);
-  at::Tensor last = decoder_->logits(hidden.narrow(1, t - 1, 1)).squeeze(1);
-  // Padded keys stay masked in every decode step.
-  at::Tensor key_mask = at::zeros({b, 1, 1, t}, embeds.options()).masked_fill(mask.view({b, 1, 1, t}) == 0, neg_inf());
+  // Prefill each micro-batch; its caches quantize their segments right away.
+  std::vector<std::vector<LayerKVCache>> parts;
+  std::vector<int64_t> part_of;  // micro-batch index -> the prefilled part standing for it
+  std::vector<at::Tensor> lasts, masks;
+  int64_t sys = -1, vis = -1, t = -1;
+  for (int64_t begin = 0; begin < b; begin += micro) {
+    const int64_t end = std::min(b, begin + micro);
+    if (gen.reuse_first_prefill && begin > 0 && end - begin == micro) {
+      part_of.push_back(0);
+      lasts.push_back(lasts.front());
+      masks.push_back(masks.front());
+      continue;
+    }
+    const ModelInputs in = part(begin, end);
+    if (in.input_ids.size(0) != end - begin)
+      fail("generate: the inputs of samples [{}, {}) hold {} samples", begin, end, in.input_ids.size(0));
+    std::vector<LayerKVCache> caches = make_caches(kv);
+    auto [embeds, s, v] = input_embeddings(in);
+    if (t >= 0 && (s != sys || v != vis || embeds.size(1) != t))
+      fail("generate: micro-batches differ in layout ({} system, {} image, {} tokens against {}, {}, {})", s, v,
+           embeds.size(1), sys, vis, t);
+    sys = s, vis = v, t = embeds.size(1);
+    const int64_t n = embeds.size(0);
+    at::Tensor mask = in.attention_mask.defined() ? in.attention_mask.to(long_opts) : at::ones({n, t}, long_opts);
+    // Positions count the unmasked tokens (transformers' generate: cumsum(mask) - 1).
+    at::Tensor pos = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1);
+    at::Tensor hidden = decoder_->prefill(embeds, pos, prefill_mask(in, embeds), caches, sys, vis);
+    lasts.push_back(decoder_->logits(hidden.narrow(1, t - 1, 1)).squeeze(1));
+    masks.push_back(mask);
+    part_of.push_back(static_cast<int64_t>(parts.size()));
+    parts.push_back(std::move(caches));
+  }
+  GenerationResult r;
+  r.prefill_parts = static_cast<int64_t>(parts.size());
+  std::vector<LayerKVCache> caches;
+  if (part_of.size() == 1) {
+    caches = std::move(parts.front());
+  } else {
+    // Join layer by layer, dropping each layer's parts as soon as it is joined.
+    for (size_t layer = 0; layer < static_cast<size_t>(config_.text.num_hidden_layers); ++layer) {
+      std::vector<const LayerKVCache*> ptrs;
+      for (int64_t p : part_of) ptrs.push_back(&parts[p][layer]);
+      caches.push_back(LayerKVCache::concat_batch(ptrs));
+      for (auto& p : parts) p[layer] = LayerKVCache(kv);
+    }
+  }
+  parts.clear();
+  for (auto& c : caches) c.reserve(gen.max_new_tokens);
+  at::Tensor last = lasts.size() == 1 ? lasts.front() : at::cat(lasts, 0);
+  const at::Tensor mask = masks.size() == 1 ? masks.front() : at::cat(masks, 0);
+  lasts.clear();
+  // Padded keys stay masked in every decode step; without padding no mask is needed.
+  const bool padded = (mask == 0).any().item<bool>();
+  at::Tensor key_mask;
+  if (padded)
+    key_mask = at::zeros({b, 1, 1, t}, last.options().dtype(dtype_)).masked_fill(mask.view({b, 1, 1, t}) == 0, neg_inf());
   at::Tensor next_pos = mask.sum(1, true);  // [B, 1]
 
-  GenerationResult r;
   r.tokens.resize(b);
   r.stopped.assign(b, false);
   for (const auto& c : caches) {
@@ -158,10 +237,10 @@ GenerationResult VisionLanguageModel::generate(const ModelInputs& in, const Gene
     }
     if (all_done) break;
     at::Tensor ids = at::tensor(next, at::kLong).view({b, 1}).to(device_);
-    key_mask = at::cat({key_mask, at::zeros({b, 1, 1, 1}, key_mask.options())}, 3);
-    hidden = decoder_->decode(decoder_->embed(ids), next_pos, caches, key_mask);
-    next_pos = next_pos + 1;
+    if (padded) key_mask = at::cat({key_mask, at::zeros({b, 1, 1, 1}, key_mask.options())}, 3);
+    at::Tensor hidden = decoder_->decode(decoder_->embed(ids), next_pos, caches, key_mask);
     last = decoder_->logits(hidden).squeeze(1);
+    next_pos = next_pos + 1;
     ++r.steps;
   }
   const auto t2 = clock::now();

@@ -18,6 +18,8 @@ class VisionLanguageModel : public MultimodalModel {
   at::Tensor forward_logits(const ModelInputs& inputs) override;
   at::Tensor generate_greedy(const ModelInputs& inputs, int64_t new_tokens, const KVCacheConfig& kv) override;
   GenerationResult generate(const ModelInputs& inputs, const GenerationConfig& gen, const KVCacheConfig& kv) override;
+  GenerationResult generate_parts(int64_t batch, const InputsOf& part, const GenerationConfig& gen,
+                                  const KVCacheConfig& kv) override;
   std::pair<int64_t, int64_t> observe_prefill(const ModelInputs& inputs, const PrefillObserver& observe) override;
   const ModelConfig& config() const override { return config_; }
   const std::string& load_report() const override { return report_; }

@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdint>
 #include <set>
 #include <string>
 #include <vector>
@@ -17,6 +18,10 @@ namespace calibq {
 class WeightLoader {
  public:
   WeightLoader(const SafetensorsCheckpoint& checkpoint, std::string family, at::ScalarType dtype, at::Device device);
+  // Random weights for an architecture without a checkpoint (benchmarks at real sizes): every
+  // take() gets N(0, std^2) of the shape the config implies, seeded; has() is false, so
+  // families take their first (transformers) layout.
+  static WeightLoader random(std::string family, at::ScalarType dtype, at::Device device, uint64_t seed, double std = 0.02);
 
   // The tensor under the first of `names` the checkpoint has (the later names are the
   // other layouts real checkpoints use: taking one counts as a rename), converted to the
@@ -25,7 +30,7 @@ class WeightLoader {
   at::Tensor take(const std::string& name, c10::IntArrayRef shape) { return take(std::vector<std::string>{name}, shape); }
   // Like take, or an undefined tensor when none of the names is there.
   at::Tensor take_optional(const std::vector<std::string>& names, c10::IntArrayRef shape);
-  bool has(const std::string& name) const { return checkpoint_.contains(name); }
+  bool has(const std::string& name) const { return checkpoint_ && checkpoint_->contains(name); }
   // Tensors with this prefix are allowed to stay unused (e.g. a vision tower's pooler).
   void ignore_prefix(const std::string& prefix) { ignorable_.push_back(prefix); }
 
@@ -34,7 +39,10 @@ class WeightLoader {
   std::string finish();
 
  private:
-  const SafetensorsCheckpoint& checkpoint_;
+  WeightLoader(std::string family, at::ScalarType dtype, at::Device device, uint64_t seed, double std);
+  const SafetensorsCheckpoint* checkpoint_;  // null: random weights
+  uint64_t seed_ = 0;
+  double std_ = 0;
   std::string family_;
   at::ScalarType dtype_;
   at::Device device_;

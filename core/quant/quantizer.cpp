@@ -62,4 +62,9 @@ at::Tensor unfold_query_heads(const at::Tensor& x, int64_t query_heads, int64_t 
   return x.reshape({x.size(0), query_heads, tokens, x.size(-1)});
 }
 
+std::unique_ptr<QuantizedTensor> QuantizedTensor::concat_batch(const std::vector<const QuantizedTensor*>&) const {
+  fail("KV cache: this quantized format cannot join prefill micro-batches (those that can: fp16, bf16, fp32, uniform, "
+       "group, post_scaled, calibquant); prefill the whole batch at once");
+}
+
 }  // namespace calibq

@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/quant/options.h"
 #include "kernels/decode_attention.h"
@@ -54,6 +55,10 @@ class QuantizedTensor {
   // The codes, scale and zero-point as the decode-attention kernels take them, for
   // post-scaled formats whose scales cover the whole segment per channel or per token.
   virtual std::optional<kernels::PackedKV> packed_kv() const { return std::nullopt; }
+  // This tensor followed by `more` (same format and layout, the same shape but for the batch)
+  // as one batch: how the caches of prefill micro-batches join for decoding. Formats that
+  // cannot join throw calibq::Error.
+  virtual std::unique_ptr<QuantizedTensor> concat_batch(const std::vector<const QuantizedTensor*>& more) const;
 };
 
 class KVQuantizer {

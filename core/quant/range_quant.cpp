@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/util/error.h"
@@ -181,6 +182,26 @@ std::optional<kernels::PackedKV> UniformQuantized::packed_kv() const {
   p.scale = params_.scale;
   p.zero = params_.zero;
   return p;
+}
+
+std::unique_ptr<QuantizedTensor> UniformQuantized::concat_batch(const std::vector<const QuantizedTensor*>& more) const {
+  std::vector<at::Tensor> packed{packed_}, scale{params_.scale}, zero{params_.zero};
+  std::unique_ptr<UniformQuantized> out(new UniformQuantized());
+  *out = *this;
+  for (const QuantizedTensor* t : more) {
+    const auto* u = dynamic_cast<const UniformQuantized*>(t);
+    if (!u || u->bits_ != bits_ || u->code_domain_ != code_domain_ || u->layout_.granularity != layout_.granularity ||
+        u->layout_.group_size != layout_.group_size || u->params_.scale.numel() == 0 || params_.scale.numel() == 0 ||
+        !std::equal(shape_.begin() + 1, shape_.end(), u->shape_.begin() + 1))
+      fail("KV cache: quantized micro-batches to join differ in format or shape");
+    packed.push_back(u->packed_);
+    scale.push_back(u->params_.scale);
+    zero.push_back(u->params_.zero);
+    out->shape_[0] += u->shape_[0];
+  }
+  out->packed_ = at::cat(packed, 0);
+  out->params_ = {at::cat(scale, 0), at::cat(zero, 0)};
+  return out;
 }
 
 at::Tensor UniformQuantized::codes() const { return kernels::unpack_codes(packed_, bits_, shape_.back()); }

@@ -82,12 +82,14 @@ class UniformQuantized : public QuantizedTensor {
   at::Tensor weighted_sum(const at::Tensor& p) const override;
   bool code_domain() const override { return code_domain_; }
   std::optional<kernels::PackedKV> packed_kv() const override;
+  std::unique_ptr<QuantizedTensor> concat_batch(const std::vector<const QuantizedTensor*>& more) const override;
 
   const at::Tensor& packed() const { return packed_; }
   const UniformParams& params() const { return params_; }
   const GroupLayout& layout() const { return layout_; }
 
  private:
+  UniformQuantized() = default;
   at::Tensor codes_float() const;
   int bits_;
   bool code_domain_;

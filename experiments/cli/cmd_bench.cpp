@@ -215,6 +215,7 @@ void add_bench_commands(CLI::App& app, int argc, char** argv) {
   k->add_option("--iters", o->iters, "timed iterations per measurement")->capture_default_str();
   k->add_option("--json", o->json_out, "write the rows (with GPU, driver and command) to this JSON file");
   k->callback([o, cmdline] { run_bench_kernels(*o, cmdline); });
+  add_throughput_command(bench, cmdline);
 }
 
 }  // namespace calibq::cli

@@ -15,6 +15,22 @@
 
 namespace calibq::cli {
 
+at::ScalarType parse_dtype(const std::string& s) {
+  if (s == "fp32") return at::kFloat;
+  if (s == "fp16") return at::kHalf;
+  if (s == "bf16") return at::kBFloat16;
+  fail("--dtype '{}' is not one of fp32, fp16, bf16", s);
+}
+
+at::Device parse_device(const std::string& s) {
+  if (s == "cpu") return at::kCPU;
+  if (s == "cuda" || s.rfind("cuda:", 0) == 0) {
+    if (!at::hasCUDA()) fail("--device {}: this calibq has no CUDA device to run on", s);
+    return at::Device(s);
+  }
+  fail("--device '{}' is not cpu or cuda[:N]", s);
+}
+
 namespace {
 
 // What `logits` and `generate` both take: the checkpoint, where it runs, and the KV cache.
@@ -38,21 +54,6 @@ struct LogitsOptions : ModelFlags {
   int64_t generate = 0;
 };
 
-at::ScalarType parse_dtype(const std::string& s) {
-  if (s == "fp32") return at::kFloat;
-  if (s == "fp16") return at::kHalf;
-  if (s == "bf16") return at::kBFloat16;
-  fail("--dtype '{}' is not one of fp32, fp16, bf16", s);
-}
-
-at::Device parse_device(const std::string& s) {
-  if (s == "cpu") return at::kCPU;
-  if (s == "cuda" || s.rfind("cuda:", 0) == 0) {
-    if (!at::hasCUDA()) fail("--device {}: this calibq has no CUDA device to run on", s);
-    return at::Device(s);
-  }
-  fail("--device '{}' is not cpu or cuda[:N]", s);
-}
 
 KVCacheConfig kv_config(const ModelFlags& o) {
   return make_kv_cache_config(o.kv_key.empty() ? o.kv : o.kv_key, o.kv_value.empty() ? o.kv : o.kv_value, o.segments,

@@ -55,7 +55,7 @@ void add_run_commands(CLI::App& app) {
   });
 
   struct PlotArgs {
-    std::string dir, throughput, series = "kv", y = "decode_tok_s";
+    std::string dir, throughput, series = "kv", y = "decode_tok_s", x = "batch", rows = "rows";
   };
   auto p = std::make_shared<PlotArgs>();
   CLI::App* plot = app.add_subcommand("plot", "Re-render a run's plots (plots/*.gp) as PNG and SVG; with --throughput, "
@@ -63,11 +63,20 @@ void add_run_commands(CLI::App& app) {
   plot->add_option("dir", p->dir, "a run's output folder (plots go to DIR/plots)")->required();
   plot->add_option("--throughput", p->throughput, "benchmark JSON: a list of rows (or {\"rows\": [...]}) with batch and the y column");
   plot->add_option("--series", p->series, "the rows' column naming a series")->capture_default_str();
-  plot->add_option("--y", p->y, "the rows' column to plot against batch")->capture_default_str();
+  plot->add_option("--y", p->y, "the rows' column to plot")->capture_default_str();
+  plot->add_option("--x", p->x, "the rows' column on the x axis (batch: log scale; else linear, e.g. budget_gib)")
+      ->capture_default_str();
+  plot->add_option("--rows", p->rows, "the key of the JSON object's row list (e.g. budget_rows)")->capture_default_str();
   plot->callback([p] {
     if (!p->throughput.empty()) {
-      const auto points = throughput_points(read_json_file(p->throughput), p->series, p->y, p->throughput);
-      plot_throughput(p->dir, points, p->y, "Throughput versus batch size (" + p->throughput + ")");
+      const nlohmann::json doc = read_json_file(p->throughput);
+      const nlohmann::json& rows = doc.is_object() && doc.contains(p->rows) ? doc.at(p->rows) : doc;
+      const auto points = throughput_points(rows, p->series, p->y, p->throughput, p->x);
+      if (p->x == "batch")
+        plot_throughput(p->dir, points, p->y, "Throughput versus batch size (" + p->throughput + ")");
+      else
+        plot_throughput(p->dir, points, p->y, "Throughput versus " + p->x + " (" + p->throughput + ")",
+                        ThroughputAxis{p->x, p->x, "throughput_vs_" + p->x, false});
     }
     std::cerr << render_plots(p->dir) << " plot scripts rendered\n";
   });

@@ -2,7 +2,10 @@
 // command and throws calibq::Error (or another std::exception) on failure.
 #pragma once
 
+#include <ATen/ATen.h>
 #include <CLI/CLI.hpp>
+
+#include <string>
 
 namespace calibq::cli {
 
@@ -19,5 +22,11 @@ void add_run_commands(CLI::App& app);
 void add_data_commands(CLI::App& app);
 // bench kernels: the decode-attention kernels against PyTorch's fp16 SDPA (CUDA builds).
 void add_bench_commands(CLI::App& app, int argc, char** argv);
+// bench throughput (under bench): end-to-end decode throughput of a model.
+void add_throughput_command(CLI::App* bench, const std::string& cmdline);
+
+// --dtype fp32|fp16|bf16 and --device cpu|cuda[:N], with errors naming the flag.
+at::ScalarType parse_dtype(const std::string& s);
+at::Device parse_device(const std::string& s);
 
 }  // namespace calibq::cli

@@ -10,6 +10,17 @@ class DenseTensor : public QuantizedTensor {
   DenseTensor(const at::Tensor& x, at::ScalarType storage) : stored_(x.to(storage)), dtype_(x.scalar_type()) {}
   at::Tensor dequantize() const override { return stored_.to(dtype_); }
   int64_t nbytes() const override { return static_cast<int64_t>(stored_.nbytes()); }
+  std::unique_ptr<QuantizedTensor> concat_batch(const std::vector<const QuantizedTensor*>& more) const override {
+    std::vector<at::Tensor> parts{stored_};
+    for (const QuantizedTensor* t : more) {
+      const auto* d = dynamic_cast<const DenseTensor*>(t);
+      if (!d || d->stored_.scalar_type() != stored_.scalar_type()) fail("KV cache: micro-batches to join differ in format");
+      parts.push_back(d->stored_);
+    }
+    auto out = std::make_unique<DenseTensor>(*this);
+    out->stored_ = at::cat(parts, 0);
+    return out;
+  }
 
  private:
   at::Tensor stored_;
