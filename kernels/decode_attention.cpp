@@ -42,6 +42,9 @@ void check_decode_attention_inputs(const DecodeAttentionInputs& in) {
                 "decode_attention: full segment ", i, " must be in q's dtype ", in.q.scalar_type());
     TORCH_CHECK(f.k.device() == in.q.device() && f.v.device() == in.q.device(), "decode_attention: full segment ", i,
                 " is on another device than q");
+    if (f.length.defined())
+      TORCH_CHECK(f.length.numel() == 1 && f.length.scalar_type() == at::kInt && f.length.device() == in.q.device(),
+                  "decode_attention: full segment ", i, "'s length must be one int32 on q's device");
     if (f.mask.defined())
       TORCH_CHECK(f.mask.dim() == 2 && f.mask.size(0) == B && f.mask.size(1) == f.k.size(2) &&
                       f.mask.scalar_type() == at::kFloat && f.mask.device() == in.q.device(),
@@ -145,6 +148,7 @@ at::Tensor decode_attention(const DecodeAttentionInputs& in) {
       keep.push_back(f.mask.contiguous());
       a.mask = keep.back().data_ptr<float>();
     }
+    if (f.length.defined()) a.length_dev = f.length.data_ptr<int>();
     a.type = in.q.scalar_type() == at::kHalf ? cuda::KVType::F16
              : in.q.scalar_type() == at::kBFloat16 ? cuda::KVType::BF16 : cuda::KVType::F32;
     a.splits = static_cast<int>(choose(a.length, [&](int64_t c) { return cuda::full_segment_shared_bytes(s, c); }, smem_limit));

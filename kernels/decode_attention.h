@@ -43,6 +43,10 @@ struct FullKV {
   // (a view of the first L tokens of a larger buffer is taken as it is, without a copy).
   at::Tensor k, v;
   at::Tensor mask;   // [B, L] float32 added to the scores (0 or -inf), or undefined
+  // int32 [1] on q's device: how many of the L tokens are valid (the rest are ignored), read
+  // by the kernel when it runs, so that a CUDA graph captured once serves a segment that grows
+  // between replays (L is then the buffer's capacity). Undefined: all L.
+  at::Tensor length;
 };
 
 struct DecodeAttentionInputs {

@@ -44,9 +44,13 @@ at::Tensor decode_attention_cpu(const DecodeAttentionInputs& in) {
     at::Tensor k, v, mask;
   };
   std::vector<Full> full;
-  for (const auto& f : in.full)
-    full.push_back({f.k.to(at::kCPU, at::kDouble).contiguous(), f.v.to(at::kCPU, at::kDouble).contiguous(),
-                    f.mask.defined() ? f.mask.to(at::kCPU, at::kDouble).contiguous() : at::Tensor()});
+  for (const auto& f : in.full) {
+    // Only the valid tokens of a segment with a device-side length.
+    const int64_t n = f.length.defined() ? f.length.cpu().item<int>() : f.k.size(2);
+    full.push_back({f.k.narrow(2, 0, n).to(at::kCPU, at::kDouble).contiguous(),
+                    f.v.narrow(2, 0, n).to(at::kCPU, at::kDouble).contiguous(),
+                    f.mask.defined() ? f.mask.narrow(1, 0, n).to(at::kCPU, at::kDouble).contiguous() : at::Tensor()});
+  }
   // Dequantized packed segment: x̂ = s (c - z), [B, H, N, D].
   at::Tensor kx, vx;
   if (in.has_packed) {

@@ -226,7 +226,8 @@ __global__ void __launch_bounds__(kFullThreads) full_segment_kernel(DecodeShape 
   extern __shared__ float smem[];
   const int bh = blockIdx.x, split = blockIdx.y, b = bh / s.kv_heads;
   const int D = s.head_dim, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = kFullThreads / 32;
-  const int64_t L = a.length, chunk = (L + a.splits - 1) / a.splits;
+  // Splits are cut from the buffer's length; a device-side length (CUDA graphs) bounds them.
+  const int64_t cap = a.length, L = a.length_dev ? *a.length_dev : cap, chunk = (cap + a.splits - 1) / a.splits;
   const int64_t n0 = split * chunk, n1 = n0 + chunk < L ? n0 + chunk : L;
   const int len = n1 > n0 ? static_cast<int>(n1 - n0) : 0;
   float* qs = smem;                    // [G][D]
@@ -272,7 +273,7 @@ __global__ void __launch_bounds__(kFullThreads) full_segment_kernel(DecodeShape 
           for (int g = 0; g < G; ++g) dot[g] += qs[g * D + c * 8 + j] * kv;
         }
       }
-      const float m = a.mask ? a.mask[static_cast<int64_t>(b) * L + n] : 0.f;
+      const float m = a.mask ? a.mask[static_cast<int64_t>(b) * cap + n] : 0.f;
 #pragma unroll
       for (int g = 0; g < G; ++g) sc[g * chunk + (n - n0)] = dot[g] + m;
     }
@@ -299,7 +300,7 @@ __global__ void __launch_bounds__(kFullThreads) full_segment_kernel(DecodeShape 
         for (int g = 0; g < G; ++g) dot[g] += d0 + j < D ? qs[g * D + d0 + j] * kv : 0.f;
       }
     }
-    const float m = a.mask ? a.mask[static_cast<int64_t>(b) * L + n] : 0.f;
+    const float m = a.mask ? a.mask[static_cast<int64_t>(b) * cap + n] : 0.f;
 #pragma unroll
     for (int g = 0; g < G; ++g) sc[g * chunk + (n - n0)] = dot[g] + m;
   }

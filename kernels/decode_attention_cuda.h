@@ -26,7 +26,8 @@ struct FullSegmentArgs {
   int64_t k_head_stride = 0, v_head_stride = 0;
   const float* mask = nullptr;  // [B, L] or null
   KVType type = KVType::F32;
-  int64_t length = 0;
+  int64_t length = 0;             // tokens in the buffers (splits are cut from it)
+  const int* length_dev = nullptr;  // valid tokens, read on the device (<= length), or null: all
   int splits = 1, split_offset = 0;
 };
 

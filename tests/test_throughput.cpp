@@ -168,6 +168,7 @@ TEST(BenchThroughput, TinyArchitectureOnTheCpu) {
     EXPECT_EQ(row["decode_steps"], 2);  // three tokens: the first from prefill, two decode steps
     EXPECT_GT(row["decode_tok_s"].get<double>(), 0);
     EXPECT_EQ(row["prefill_parts_run"], row["batch"] == 3 ? 2 : 1);
+    EXPECT_FALSE(row["cuda_graph"].get<bool>());  // the CPU steps eagerly
     // On the CPU (no kernel copies) the cache holds exactly what the format's arithmetic says.
     EXPECT_DOUBLE_EQ(row["kv_bytes_per_seq_measured"].get<double>(), row["kv_bytes_per_seq_arithmetic"].get<double>())
         << row.dump();
@@ -205,6 +206,39 @@ TEST(Plots, ThroughputAgainstAnyColumn) {
   const std::string dat = test::read_bytes(dir.file("plots/tp_budget.dat"));
   EXPECT_NE(dat.find("# budget_gib tok/s\n20 100\n40 180\n"), std::string::npos) << dat;
   EXPECT_EQ(test::read_bytes(dir.file("plots/tp_budget.gp")).find("logscale"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace calibq
+
+namespace calibq {
+namespace {
+
+// On CUDA the decode steps after the first replay one captured graph: the same tokens as
+// stepping eagerly, and (fp32, a small random model) as the CPU reference path, for 16-bit
+// and 1-bit CalibQuant visual KV. The speed must not come from skipping work.
+TEST(DecodeGraph, ReplaysEqualEagerStepsAndTheCpu) {
+  if (!kernels::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  const std::string dir = fixture("llava-gqa");
+  auto ck = SafetensorsCheckpoint::open(dir + "/inputs.safetensors");
+  ModelInputs in;
+  in.input_ids = ck.tensor("input_ids").narrow(0, 0, 1).repeat({2, 1});
+  const at::Tensor px = ck.tensor("pixel_values").narrow(0, 0, 1);
+  in.pixel_values = at::cat({px, px.flip(-1)}, 0);
+  auto gpu = load_model(dir, at::kFloat, at::kCUDA);
+  auto cpu = load_model(dir, at::kFloat, at::kCPU);
+  for (const std::string spec : {"", "calibquant:bits=1"}) {
+    const KVCacheConfig kv = make_kv_cache_config(spec, spec, "visual");
+    GenerationConfig gen;
+    gen.max_new_tokens = 8;
+    const GenerationResult graph = gpu->generate(in, gen, kv);
+    EXPECT_TRUE(graph.cuda_graph) << spec;
+    gen.cuda_graph = false;
+    const GenerationResult eager = gpu->generate(in, gen, kv);
+    EXPECT_FALSE(eager.cuda_graph);
+    EXPECT_EQ(graph.tokens, eager.tokens) << spec;
+    EXPECT_EQ(graph.tokens, cpu->generate(in, gen, kv).tokens) << spec;
+  }
 }
 
 }  // namespace

@@ -111,6 +111,16 @@ void LayerKVCache::append(const at::Tensor& k, const at::Tensor& v) {
   check_kv_tensor(k, "KV cache append (keys)");
   check_kv_tensor(v, "KV cache append (values)");
   if (blocks_.empty()) fail("KV cache append: no prefill yet");
+  if (graph_pos_.defined()) {
+    // Graph decoding: the position lives on the device; the host catches up in advance_graph_decode.
+    if (k.size(2) != 1) fail("KV cache append: graph decoding appends one token at a time, got {}", k.size(2));
+    Block& last = blocks_.back();
+    last.k_store.index_copy_(2, graph_pos_, k);
+    last.v_store.index_copy_(2, graph_pos_, v);
+    graph_pos_.add_(1);
+    graph_len_.add_(1);
+    return;
+  }
   if (k.sizes() != v.sizes() || k.size(1) != kv_heads_ || k.size(3) != head_dim_)
     fail("KV cache append: expected [B, {}, T, {}] keys and values, got {} and {}", kv_heads_, head_dim_,
          shape_str(k.sizes()), shape_str(v.sizes()));
@@ -132,6 +142,27 @@ void LayerKVCache::append(const at::Tensor& k, const at::Tensor& v) {
   last.k = last.k_store.narrow(2, 0, need);
   last.v = last.v_store.narrow(2, 0, need);
   length_ += t;
+}
+
+bool LayerKVCache::begin_graph_decode() {
+  if (blocks_.empty() || graph_pos_.defined()) return graph_pos_.defined();
+  const Block& last = blocks_.back();
+  if (last.segment != Segment::Text || last.qk || last.qv || !last.k_store.defined() || !last.k.is_cuda()) return false;
+  if (!decode_kernel_inputs(at::empty({batch_, kv_heads_, 1, head_dim_}, last.k.options()), 1.0)) return false;
+  graph_pos_ = at::full({1}, last.length, last.k.options().dtype(at::kLong));
+  graph_len_ = at::full({1}, last.length, last.k.options().dtype(at::kInt));
+  return true;
+}
+
+void LayerKVCache::advance_graph_decode(int64_t tokens) {
+  if (!graph_pos_.defined()) fail("KV cache: advance_graph_decode without begin_graph_decode");
+  Block& last = blocks_.back();
+  if (last.length + tokens > last.k_store.size(2))
+    fail("KV cache: graph decoding ran past the reserved {} tokens", last.k_store.size(2));
+  last.length += tokens;
+  last.k = last.k_store.narrow(2, 0, last.length);
+  last.v = last.v_store.narrow(2, 0, last.length);
+  length_ += tokens;
 }
 
 void LayerKVCache::reserve(int64_t tokens) {
@@ -234,6 +265,7 @@ at::Tensor LayerKVCache::scores(const at::Tensor& q, double scale) const {
 
 std::optional<kernels::DecodeAttentionInputs> LayerKVCache::decode_kernel_inputs(const at::Tensor& q, double scale,
                                                                                 const at::Tensor& additive_mask) const {
+  if (graph_len_.defined() && additive_mask.defined()) fail("KV cache: graph decoding takes no attention mask");
   if (blocks_.empty() || q.dim() != 4 || q.size(2) != 1 || q.size(3) != head_dim_ || q.size(0) != batch_) return std::nullopt;
   if (!kernels::decode_attention_cuda_supports(q.size(1), kv_heads_, head_dim_)) return std::nullopt;
   at::Tensor mask;  // [B, length] float32
@@ -249,7 +281,9 @@ std::optional<kernels::DecodeAttentionInputs> LayerKVCache::decode_kernel_inputs
   for (const Block& b : blocks_) {
     if (!b.qk && !b.qv) {
       if (b.k.scalar_type() != q.scalar_type() || b.v.scalar_type() != q.scalar_type()) return std::nullopt;
-      kernels::FullKV f{b.k, b.v, {}};
+      kernels::FullKV f{b.k, b.v, {}, {}};
+      // Graph decoding: the whole text buffer, its valid length on the device.
+      if (graph_len_.defined() && &b == &blocks_.back()) f = {b.k_store, b.v_store, {}, graph_len_};
       if (mask.defined()) f.mask = mask.narrow(1, b.begin, b.length).contiguous();
       in.full.push_back(f);
       continue;
@@ -273,6 +307,7 @@ at::Tensor LayerKVCache::attend(const at::Tensor& q, double scale, const at::Ten
     // the image and the text, in full-precision blocks.
     if (auto in = decode_kernel_inputs(q, scale, additive_mask)) return kernels::decode_attention(*in).unsqueeze(2);
   }
+  if (graph_len_.defined()) fail("KV cache: graph decoding needs the CUDA decode kernel");
   at::Tensor s = scores(q, scale);
   if (additive_mask.defined()) s = s + additive_mask.to(at::kFloat);
   const int64_t hq = q.size(1), t = q.size(2);

@@ -72,6 +72,14 @@ class LayerKVCache {
   // Room for `tokens` more appended tokens, allocated now: decoding then never regrows the
   // text buffer (a doubling would copy it and, at large batches, waste up to half of it).
   void reserve(int64_t tokens);
+  // CUDA graphs: from here on append() writes its token at a device-side position and the
+  // decode kernel reads the text block's device-side length, so that one captured decode step
+  // replays for every later token. Needs CUDA, a reserved text buffer and a layout the decode
+  // kernel takes (no padding mask); returns false (and changes nothing) otherwise.
+  bool begin_graph_decode();
+  // Host bookkeeping after `tokens` graph replays appended that many tokens each.
+  void advance_graph_decode(int64_t tokens);
+
   // The caches of prefill micro-batches as one batch, in order (each part's blocks equal in
   // segments and lengths; a part may appear more than once). Join layer by layer and drop
   // each layer's parts right after, so that at most one extra copy of a layer is held.
@@ -134,6 +142,9 @@ class LayerKVCache {
   int64_t kv_heads_ = 0;
   int64_t head_dim_ = 0;
   int64_t reserved_ = 0;  // appended tokens to make room for when the text buffer is made
+  // Graph decoding: the text block's length on the device (int32 for the kernel, int64 for
+  // index_copy_); undefined otherwise.
+  at::Tensor graph_len_, graph_pos_;
 };
 
 }  // namespace calibq

@@ -42,6 +42,10 @@ struct GenerationConfig {
   // micro-batch. Equal to a full prefill when every sample has the same inputs (as a
   // benchmark's synthetic batch does); prefill_seconds then covers that one micro-batch.
   bool reuse_first_prefill = false;
+  // On CUDA, decode steps after the first replay one captured CUDA graph (the host's
+  // per-operation cost leaves the step), where the batch has no padding and every layer's
+  // cache takes the decode kernel; else, and on the CPU, every step runs eagerly.
+  bool cuda_graph = true;
 };
 
 struct GenerationResult {
@@ -49,6 +53,7 @@ struct GenerationResult {
   std::vector<bool> stopped;                 // per sample: ended on a stop token (else on the length)
   int64_t steps = 0;                         // decode steps run (forward passes after prefill)
   int64_t prefill_parts = 0;                 // micro-batches prefilled (1: the batch at once)
+  bool cuda_graph = false;                   // decode steps replayed a captured CUDA graph
   double prefill_seconds = 0, decode_seconds = 0;
   SegmentBytes kv_bytes;   // the caches of all layers after prefill, as stored
   int64_t kv_fp16_bytes = 0;  // the same caches in fp16

@@ -6,6 +6,12 @@
 #include <random>
 
 #include "core/models/sampling.h"
+
+#ifdef CALIBQ_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#endif
 #include "core/util/error.h"
 #include "core/util/shape.h"
 
@@ -136,6 +142,59 @@ ModelInputs slice_inputs(const ModelInputs& in, int64_t begin, int64_t end, int6
 }
 }  // namespace
 
+// One decode step captured as a CUDA graph: the token ids and positions in static buffers,
+// the caches appending at device-side positions (LayerKVCache::begin_graph_decode), so that
+// replaying it runs every later step without the host issuing ~1,500 operations.
+class DecodeGraph {
+ public:
+  static std::unique_ptr<DecodeGraph> make(const LlamaDecoder& decoder, std::vector<LayerKVCache>& caches,
+                                           const at::Tensor& positions) {
+#ifdef CALIBQ_WITH_CUDA
+    if (!positions.is_cuda() || decoder.config().rope.type == RopeType::Dynamic) return nullptr;  // dynamic RoPE reads the host
+    for (auto& c : caches)
+      if (!c.begin_graph_decode()) return nullptr;  // (a partial switch cannot happen: all caches share one layout)
+    auto g = std::unique_ptr<DecodeGraph>(new DecodeGraph(caches));
+    g->ids_ = at::zeros({positions.size(0), 1}, positions.options());
+    g->pos_ = positions.clone();
+    at::cuda::CUDAStream side = at::cuda::getStreamFromPool(false, positions.device().index());
+    at::cuda::CUDAStream main = at::cuda::getCurrentCUDAStream(positions.device().index());
+    side.synchronize();
+    main.synchronize();
+    {
+      at::cuda::CUDAStreamGuard guard(side);
+      g->graph_.capture_begin();
+      const at::Tensor hidden = decoder.decode(decoder.embed(g->ids_), g->pos_, caches);
+      g->logits = decoder.logits(hidden).squeeze(1);
+      g->pos_.add_(1);
+      g->graph_.capture_end();
+    }
+    return g;
+#else
+    (void)decoder, (void)caches, (void)positions;
+    return nullptr;
+#endif
+  }
+  // One decode step for `ids` [B, 1]: logits lands in `logits`.
+  void step(const at::Tensor& ids) {
+#ifdef CALIBQ_WITH_CUDA
+    ids_.copy_(ids);
+    graph_.replay();
+    for (auto& c : caches_) c.advance_graph_decode(1);
+#else
+    (void)ids;
+#endif
+  }
+  at::Tensor logits;
+
+ private:
+  explicit DecodeGraph(std::vector<LayerKVCache>& caches) : caches_(caches) {}
+  std::vector<LayerKVCache>& caches_;
+  at::Tensor ids_, pos_;
+#ifdef CALIBQ_WITH_CUDA
+  at::cuda::CUDAGraph graph_;
+#endif
+};
+
 GenerationResult VisionLanguageModel::generate(const ModelInputs& in, const GenerationConfig& gen, const KVCacheConfig& kv) {
   const int64_t b = in.input_ids.size(0);
   if (gen.prefill_micro_batch <= 0 || gen.prefill_micro_batch >= b)
@@ -217,6 +276,7 @@ GenerationResult VisionLanguageModel::generate_parts(int64_t b, const InputsOf& 
   }
   std::mt19937_64 rng(gen.seed);
   const SamplingSettings sampling{gen.temperature, gen.top_p};
+  std::unique_ptr<DecodeGraph> graph;
   auto t1 = clock::now();
   for (int64_t i = 0; i < gen.max_new_tokens; ++i) {
     std::vector<int64_t> next = next_tokens(last, sampling, rng);  // synchronizes with the device
@@ -237,11 +297,20 @@ GenerationResult VisionLanguageModel::generate_parts(int64_t b, const InputsOf& 
     }
     if (all_done) break;
     at::Tensor ids = at::tensor(next, at::kLong).view({b, 1}).to(device_);
+    if (graph) {
+      graph->step(ids);
+      last = graph->logits;
+      ++r.steps;
+      continue;
+    }
     if (padded) key_mask = at::cat({key_mask, at::zeros({b, 1, 1, 1}, key_mask.options())}, 3);
     at::Tensor hidden = decoder_->decode(decoder_->embed(ids), next_pos, caches, key_mask);
     last = decoder_->logits(hidden).squeeze(1);
     next_pos = next_pos + 1;
     ++r.steps;
+    // After one eager step (which also warms the kernels and cuBLAS up), the rest replay a graph.
+    if (i == 0 && gen.cuda_graph && !padded && gen.max_new_tokens > 2) graph = DecodeGraph::make(*decoder_, caches, next_pos);
+    r.cuda_graph = graph != nullptr;
   }
   const auto t2 = clock::now();
   r.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();

@@ -50,7 +50,7 @@ struct ThroughputOptions {
   std::vector<std::string> kv{"none", "calibquant:bits=1"};
   std::string dtype = "bf16", device = "cuda";
   int64_t micro_batch = 0;  // 0: from the prompt length
-  bool reuse_prefill = false;
+  bool reuse_prefill = false, no_cuda_graph = false;
   double margin_gib = 1.5;
   uint64_t seed = 0;
   std::string json_out, md_out, plots_dir, peer_json;
@@ -258,6 +258,7 @@ class ThroughputBench {
     gen.max_new_tokens = o_.new_tokens;
     gen.prefill_micro_batch = micro;
     gen.reuse_first_prefill = o_.reuse_prefill;
+    gen.cuda_graph = !o_.no_cuda_graph;
     GenerationResult r;
     try {
       r = model_->generate_parts(batch, [&](int64_t b0, int64_t b1) { return inputs(b1 - b0); }, gen, kv_config(spec));
@@ -275,6 +276,7 @@ class ThroughputBench {
     const double per_step = r.decode_seconds / std::max<int64_t>(r.steps, 1);
     row["oom"] = false;
     row["prefill_parts_run"] = r.prefill_parts;
+    row["cuda_graph"] = r.cuda_graph;
     row["prefill_s"] = prefill;
     row["prefill_s_measured"] = r.prefill_seconds;
     row["decode_steps"] = r.steps;
@@ -508,6 +510,7 @@ void add_throughput_command(CLI::App* bench, const std::string& cmdline) {
   t->add_flag("--reuse-prefill", o->reuse_prefill,
               "prefill one micro-batch and let its caches stand for the others (every sample has the same inputs); "
               "prefill times are scaled to the batch");
+  t->add_flag("--no-cuda-graph", o->no_cuda_graph, "run every decode step eagerly (no captured CUDA graph)");
   t->add_option("--margin", o->margin_gib, "GiB left free under --batch auto")->capture_default_str();
   t->add_option("--seed", o->seed, "random-weights seed")->capture_default_str();
   t->add_option("--json", o->json_out, "write the rows, summary, GPU, driver and command as JSON");
