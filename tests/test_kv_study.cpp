@@ -147,6 +147,17 @@ TEST(Plots, ThroughputVersusBatchFromBenchmarkRows) {
   r = test::run_calibq("plot " + tmp.file("run") + " --throughput " + tmp.file("bad.json"));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("bad.json: row 1 has no 'batch'"), std::string::npos) << r.err;
+
+  // The memory-budget sweep of `bench throughput`: its own row list, against the budget.
+  json budget = json::array({{{"kv", "none"}, {"budget_gib", 40}, {"batch", 54}, {"decode_tok_s", 1173.0}},
+                             {{"kv", "none"}, {"budget_gib", 20}, {"batch", 8}, {"decode_tok_s", 583.0}}});
+  test::write_bytes(tmp.file("sweep.json"), json({{"rows", rows}, {"budget_rows", budget}}).dump());
+  r = test::run_calibq("plot " + tmp.file("run2") + " --throughput " + tmp.file("sweep.json") +
+                       " --x budget_gib --rows budget_rows");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(test::read_bytes(tmp.file("run2") + "/plots/throughput_vs_budget_gib.dat"),
+            "# none\n# budget_gib decode_tok_s\n20 583\n40 1173\n\n\n");
+  test::expect_rendered_plot(tmp.file("run2") + "/plots", "throughput_vs_budget_gib");
 }
 
 }  // namespace
