@@ -95,6 +95,22 @@ __device__ __forceinline__ float* partial_out(const DecodeShape& s, int bh, int 
 }
 
 
+// A row's score range over every split, from the min/max pass's records [splits][2].
+__device__ __forceinline__ void range_over_splits(const float* mm, int splits, float& lo, float& hi) {
+  lo = INFINITY;
+  hi = -INFINITY;
+  for (int t = 0; t < splits; ++t) {
+    lo = fminf(lo, mm[t * 2]);
+    hi = fmaxf(hi, mm[t * 2 + 1]);
+  }
+}
+
+// CalibQuant's map of a row's range [lo, hi] onto [lo + a, hi + b] as s' = alpha s + beta.
+__device__ __forceinline__ void calibration_affine(float lo, float hi, const PackedSegmentArgs& a, float& alpha, float& beta) {
+  alpha = hi > lo ? ((hi + a.calib_b) - (lo + a.calib_a)) / (hi - lo) : 0.f;
+  beta = (lo + a.calib_a) - alpha * lo;
+}
+
 // CalibQuant's calibration of rows g < G of `len` scores: the row's range [m, M] over every
 // split (from the min/max pass when there are several) onto [m + a, M + b]. With
 // minmax_only, records this split's range and returns false (the caller stops there).
@@ -118,19 +134,8 @@ __device__ bool calibrate_rows(float* sc, int64_t chunk, int len, const PackedSe
       }
       continue;
     }
-    if (a.splits > 1) {
-      lo = INFINITY;
-      hi = -INFINITY;
-      for (int t = 0; t < a.splits; ++t) {
-        lo = fminf(lo, mm[t * 2]);
-        hi = fmaxf(hi, mm[t * 2 + 1]);
-      }
-    }
-    if (threadIdx.x == 0) {
-      const float al = hi > lo ? ((hi + a.calib_b) - (lo + a.calib_a)) / (hi - lo) : 0.f;
-      alpha[g] = al;
-      beta[g] = (lo + a.calib_a) - al * lo;
-    }
+    if (a.splits > 1) range_over_splits(mm, a.splits, lo, hi);
+    if (threadIdx.x == 0) calibration_affine(lo, hi, a, alpha[g], beta[g]);
   }
   if (minmax_only) return false;
   __syncthreads();
@@ -1001,16 +1006,8 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
         mm[split * 2 + 1] = hi;
       } else {
         float glo = lo, ghi = hi;
-        if (a.splits > 1) {
-          glo = INFINITY;
-          ghi = -INFINITY;
-          for (int t = 0; t < a.splits; ++t) {
-            glo = fminf(glo, mm[t * 2]);
-            ghi = fmaxf(ghi, mm[t * 2 + 1]);
-          }
-        }
-        al = ghi > glo ? ((ghi + a.calib_b) - (glo + a.calib_a)) / (ghi - glo) : 0.f;
-        be = (glo + a.calib_a) - al * glo;
+        if (a.splits > 1) range_over_splits(mm, a.splits, glo, ghi);
+        calibration_affine(glo, ghi, a, al, be);
       }
     }
     alpha[g] = al;

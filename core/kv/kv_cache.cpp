@@ -144,14 +144,19 @@ void LayerKVCache::append(const at::Tensor& k, const at::Tensor& v) {
   length_ += t;
 }
 
-bool LayerKVCache::begin_graph_decode() {
-  if (blocks_.empty() || graph_pos_.defined()) return graph_pos_.defined();
+bool LayerKVCache::graph_decode_possible() const {
+  if (blocks_.empty() || graph_pos_.defined()) return false;
   const Block& last = blocks_.back();
   if (last.segment != Segment::Text || last.qk || last.qv || !last.k_store.defined() || !last.k.is_cuda()) return false;
-  if (!decode_kernel_inputs(at::empty({batch_, kv_heads_, 1, head_dim_}, last.k.options()), 1.0)) return false;
+  return decode_kernel_inputs(at::empty({batch_, kv_heads_, 1, head_dim_}, last.k.options()), 1.0).has_value();
+}
+
+void LayerKVCache::begin_graph_decode() {
+  if (!graph_decode_possible())
+    fail("KV cache: graph decoding needs CUDA, a reserved text buffer and a layout the decode kernel takes");
+  const Block& last = blocks_.back();
   graph_pos_ = at::full({1}, last.length, last.k.options().dtype(at::kLong));
   graph_len_ = at::full({1}, last.length, last.k.options().dtype(at::kInt));
-  return true;
 }
 
 void LayerKVCache::advance_graph_decode(int64_t tokens) {

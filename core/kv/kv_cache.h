@@ -72,11 +72,12 @@ class LayerKVCache {
   // Room for `tokens` more appended tokens, allocated now: decoding then never regrows the
   // text buffer (a doubling would copy it and, at large batches, waste up to half of it).
   void reserve(int64_t tokens);
-  // CUDA graphs: from here on append() writes its token at a device-side position and the
-  // decode kernel reads the text block's device-side length, so that one captured decode step
-  // replays for every later token. Needs CUDA, a reserved text buffer and a layout the decode
-  // kernel takes (no padding mask); returns false (and changes nothing) otherwise.
-  bool begin_graph_decode();
+  // CUDA graphs: from begin_graph_decode on, append() writes its token at a device-side
+  // position and the decode kernel reads the text block's device-side length, so that one
+  // captured decode step replays for every later token. Possible with CUDA, a reserved text
+  // buffer and a layout the decode kernel takes (no padding mask); begin throws otherwise.
+  bool graph_decode_possible() const;
+  void begin_graph_decode();
   // Host bookkeeping after `tokens` graph replays appended that many tokens each.
   void advance_graph_decode(int64_t tokens);
 

@@ -151,8 +151,10 @@ class DecodeGraph {
                                            const at::Tensor& positions) {
 #ifdef CALIBQ_WITH_CUDA
     if (!positions.is_cuda() || decoder.config().rope.type == RopeType::Dynamic) return nullptr;  // dynamic RoPE reads the host
-    for (auto& c : caches)
-      if (!c.begin_graph_decode()) return nullptr;  // (a partial switch cannot happen: all caches share one layout)
+    // Every cache is checked before any switches: a partly switched set would decode wrongly.
+    for (const auto& c : caches)
+      if (!c.graph_decode_possible()) return nullptr;
+    for (auto& c : caches) c.begin_graph_decode();
     auto g = std::unique_ptr<DecodeGraph>(new DecodeGraph(caches));
     g->ids_ = at::zeros({positions.size(0), 1}, positions.options());
     g->pos_ = positions.clone();
@@ -174,7 +176,8 @@ class DecodeGraph {
     return nullptr;
 #endif
   }
-  // One decode step for `ids` [B, 1]: logits lands in `logits`.
+  // One decode step for `ids` [B, 1] (on the host: copied straight into the graph's buffer):
+  // logits lands in `logits`.
   void step(const at::Tensor& ids) {
 #ifdef CALIBQ_WITH_CUDA
     ids_.copy_(ids);
@@ -296,15 +299,15 @@ GenerationResult VisionLanguageModel::generate_parts(int64_t b, const InputsOf& 
       if (static_cast<int64_t>(r.tokens[s].size()) < gen.max_new_tokens) all_done = false;
     }
     if (all_done) break;
-    at::Tensor ids = at::tensor(next, at::kLong).view({b, 1}).to(device_);
+    const at::Tensor host_ids = at::tensor(next, at::kLong).view({b, 1});
     if (graph) {
-      graph->step(ids);
+      graph->step(host_ids);
       last = graph->logits;
       ++r.steps;
       continue;
     }
     if (padded) key_mask = at::cat({key_mask, at::zeros({b, 1, 1, 1}, key_mask.options())}, 3);
-    at::Tensor hidden = decoder_->decode(decoder_->embed(ids), next_pos, caches, key_mask);
+    at::Tensor hidden = decoder_->decode(decoder_->embed(host_ids.to(device_)), next_pos, caches, key_mask);
     last = decoder_->logits(hidden).squeeze(1);
     next_pos = next_pos + 1;
     ++r.steps;

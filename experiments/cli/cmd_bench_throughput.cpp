@@ -103,7 +103,7 @@ struct Memory {
 
 bool is_out_of_memory(const std::exception& e) {
   const std::string what = e.what();
-  return what.find("out of memory") != std::string::npos || what.find("CUDA out of memory") != std::string::npos;
+  return what.find("out of memory") != std::string::npos;
 }
 
 class ThroughputBench {
@@ -181,8 +181,11 @@ class ThroughputBench {
   static double seconds_since(std::chrono::steady_clock::time_point t) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
   }
+  // "none": the cache in the model's 16-bit dtype ("fp16" and "bf16" are registry quantizers,
+  // which cast the visual segment; they are not this).
+  static bool unquantized(const std::string& spec) { return spec == "none"; }
   static KVCacheConfig kv_config(const std::string& spec) {
-    if (spec == "none" || spec == "fp16" || spec == "bf16") return make_kv_cache_config("", "", "visual", "--kv ");
+    if (unquantized(spec)) return make_kv_cache_config("", "", "visual", "--kv ");
     return make_kv_cache_config(spec, spec, "visual", "--kv ");
   }
   static std::string summary_of(const nlohmann::json& r) {
@@ -269,7 +272,8 @@ class ThroughputBench {
       for (const char* k : {"prefill_s", "decode_ms_per_step", "decode_tok_s", "e2e_tok_s", "peak_gib"}) row[k] = nullptr;
       return row;
     }
-    const auto [now, peak, reserved] = Memory::stats();
+    const std::array<double, 3> memory = Memory::stats();
+    const double peak = memory[1], reserved = memory[2];
     const int64_t parts_total = (batch + micro - 1) / micro;
     // With reused caches only r.prefill_parts micro-batches ran: scale to the whole batch.
     const double prefill = r.prefill_seconds * static_cast<double>(parts_total) / static_cast<double>(r.prefill_parts);
@@ -289,7 +293,6 @@ class ThroughputBench {
     row["kv_bytes_per_seq_arithmetic"] = arithmetic_kv_bytes(spec, seq_len_);
     row["kv_bytes_per_seq_final_arithmetic"] = arithmetic_kv_bytes(spec, seq_len_ + o_.new_tokens);
     row["kv_visual_bytes_per_seq_measured"] = static_cast<double>(r.kv_bytes.visual) / batch;
-    (void)now;
     return row;
   }
 
@@ -323,9 +326,9 @@ class ThroughputBench {
     const double fixed = std::max(probe["peak_reserved_gib"].get<double>() * kGiB - micro * per_seq_cache, weights_bytes_);
     // Per sequence in decode: its cache, a layer's share for the join, logits in bf16 and float.
     double per_seq = per_seq_cache * (1.0 + 1.0 / config_.text.num_hidden_layers) + config_.text.vocab_size * 10.0 + 64 * 1024;
-    auto round = [&](double b) { return std::max<int64_t>(static_cast<int64_t>(b) / micro * micro, micro); };
+    auto whole_micro_batches = [&](double b) { return std::max<int64_t>(static_cast<int64_t>(b) / micro * micro, micro); };
     nlohmann::json best = probe;
-    int64_t batch = round((budget - fixed) / per_seq);
+    int64_t batch = whole_micro_batches((budget - fixed) / per_seq);
     for (int attempt = 0; attempt < 6 && batch > best["batch"].get<int64_t>(); ++attempt) {
       nlohmann::json row = run_batch(spec, batch, micro);
       if (fits(row)) {
@@ -334,9 +337,9 @@ class ThroughputBench {
         const double used = row["peak_reserved_gib"].get<double>() * kGiB;
         if (budget - used < 0.05 * budget) break;
         per_seq = std::max(per_seq, (used - fixed) / batch);
-        batch = round(batch + 0.9 * (budget - used) / per_seq);
+        batch = whole_micro_batches(batch + 0.9 * (budget - used) / per_seq);
       } else {
-        batch = round(batch * 0.93);
+        batch = whole_micro_batches(batch * 0.93);
       }
     }
     best["budget_gib"] = budget / kGiB;
@@ -396,10 +399,7 @@ class ThroughputBench {
             b = &r;
       return b;
     };
-    auto is16 = [](const nlohmann::json& r) {
-      const std::string k = r["kv"].get<std::string>();
-      return k == "none" || k == "fp16" || k == "bf16";
-    };
+    auto is16 = [](const nlohmann::json& r) { return unquantized(r["kv"].get<std::string>()); };
     nlohmann::json summary = nlohmann::json::object();
     for (const auto& r : rows)
       if (is16(r) && r["batch"] == 1 && !r["oom"].get<bool>()) summary["fp16_batch1_ms_per_step"] = r["decode_ms_per_step"];
