@@ -21,6 +21,7 @@ ModelInputs inputs_of(const std::string& dir) {
   in.input_ids = ck.tensor("input_ids").clone();
   in.attention_mask = ck.tensor("attention_mask").clone();
   in.pixel_values = ck.tensor("pixel_values").clone();
+  if (ck.contains("image_grid_thw")) in.image_grid_thw = ck.tensor("image_grid_thw").clone();
   return in;
 }
 
@@ -38,12 +39,49 @@ TEST_P(ModelParity, LogitsAndGreedyTokensEqualTransformers) {
   EXPECT_LT((got - want).abs().max().item<double>(), 1e-4) << "max |logit difference|";
   at::Tensor gen = model->generate_greedy(in, 6, {nullptr, nullptr, SegmentSet{}});
   EXPECT_TRUE(at::equal(gen, ref.tensor("generated"))) << gen << "\nwant\n" << ref.tensor("generated");
+  if (ref.contains("position_ids")) {  // Qwen2-VL: get_rope_index's M-RoPE positions
+    const at::Tensor pos = model->forward_positions(in).cpu();
+    EXPECT_TRUE(at::equal(pos, ref.tensor("position_ids"))) << pos << "\nwant\n" << ref.tensor("position_ids");
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Llava, ModelParity, ::testing::Values("llava-gqa", "llava-full-tied"));
 // InternVL (transformers layout): InternViT + pixel shuffle + projector + Qwen2 decoder.
 INSTANTIATE_TEST_SUITE_P(InternVL, ModelParity,
                          ::testing::Values("internvl-layernorm", "internvl-rmsnorm-qknorm", "internvl-original-internlm2"));
+// Qwen2-VL: its vision tower (2D RoPE, per-frame attention, merger) and M-RoPE; a 4x6 grid,
+// two frames, and a sample with a masked token between its image and its text.
+INSTANTIATE_TEST_SUITE_P(Qwen2VL, ModelParity, ::testing::Values("qwen2vl-gqa", "qwen2vl-tied-frames", "qwen2vl-padded"));
+
+TEST(Qwen2VL, KVQuantizersRunInEveryLayerOverTheImageTokens) {
+  const std::string dir = fixture("qwen2vl-gqa");
+  auto model = load_model(dir);
+  EXPECT_NE(model->load_report().find("qwen2_vl: "), std::string::npos) << model->load_report();
+  ModelInputs in = inputs_of(dir);
+  at::Tensor plain = model->generate_greedy(in, 4, {nullptr, nullptr, SegmentSet{}});
+  // The visual segment is where the image tokens are: after 4 system tokens and <|vision_start|>.
+  const auto [system_len, visual_len] = model->observe_prefill(in, {});
+  EXPECT_EQ(system_len, 5);
+  EXPECT_EQ(visual_len, 6);
+  KVCacheConfig kv{make_quantizer("calibquant:bits=1", KVRole::Key), make_quantizer("calibquant:bits=1", KVRole::Value),
+                   SegmentSet{}};
+  at::Tensor q = model->generate_greedy(in, 4, kv);
+  EXPECT_EQ(q.sizes(), plain.sizes());
+  EXPECT_TRUE(at::equal(q.narrow(1, 0, in.input_ids.size(1)), in.input_ids));
+}
+
+TEST(Qwen2VL, BadGridsAreOneClearError) {
+  const std::string dir = fixture("qwen2vl-gqa");
+  auto model = load_model(dir);
+  ModelInputs in = inputs_of(dir);
+  ModelInputs no_grid = in;
+  no_grid.image_grid_thw = at::Tensor();
+  test::expect_error([&] { model->forward_logits(no_grid); }, {"qwen2_vl: pixel_values need image_grid_thw"});
+  ModelInputs wrong = in;
+  wrong.image_grid_thw = in.image_grid_thw.clone();
+  wrong.image_grid_thw[1][2] = 8;  // 4 x 8 patches: more than pixel_values holds
+  test::expect_error([&] { model->forward_logits(wrong); }, {"pixel_values has 48 patches, image_grid_thw describes 56"});
+}
 
 TEST(LlavaGeneration, AnyQuantizerRunsInEveryLayerAndLosslessOnesChangeNothing) {
   const std::string dir = fixture("llava-gqa");

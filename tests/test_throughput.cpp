@@ -22,7 +22,8 @@ namespace {
 std::string fixture(const std::string& name) { return std::string(CALIBQ_TEST_DATA) + "/models/" + name; }
 
 TEST(Architectures, NamesAreStable) {
-  EXPECT_EQ(architecture_names(), (std::vector<std::string>{"internvl2.5-8b", "llava-1.5-7b", "tiny-internvl", "tiny-llava"}));
+  EXPECT_EQ(architecture_names(), (std::vector<std::string>{"internvl2.5-8b", "llava-1.5-7b", "qwen2-vl-7b", "tiny-internvl",
+                                                            "tiny-llava", "tiny-qwen2vl"}));
   test::expect_error([] { architecture_config("llava-7b"); }, {"llava-7b", "internvl2.5-8b", "llava-1.5-7b"});
 }
 
@@ -46,6 +47,16 @@ TEST(Architectures, LlavaEqualsTheHubConfig) {
     EXPECT_EQ(a, b);
   EXPECT_EQ(ours.vision_feature_layers, hub.vision_feature_layers);
   EXPECT_EQ(ours.vision->hidden_act, hub.vision->hidden_act);
+  // Qwen2-VL-7B as its hub config.json reads.
+  const ModelConfig qwen_hub =
+      parse_model_config(read_json_file(std::string(CALIBQ_TEST_DATA) + "/configs/Qwen2-VL-7B-Instruct.json"), "hub");
+  const ModelConfig qwen = architecture_config("qwen2-vl-7b");
+  EXPECT_EQ(qwen.family, ModelFamily::Qwen2VL);
+  EXPECT_EQ(qwen.text.hidden_size, qwen_hub.text.hidden_size);
+  EXPECT_EQ(qwen.text.num_key_value_heads, qwen_hub.text.num_key_value_heads);
+  EXPECT_EQ(qwen.text.rope.mrope_section, qwen_hub.text.rope.mrope_section);
+  EXPECT_EQ(qwen.vision->hidden_size, qwen_hub.vision->hidden_size);
+  EXPECT_EQ(*qwen.image_token_id, *qwen_hub.image_token_id);
   const ModelConfig internvl = architecture_config("internvl2.5-8b");
   EXPECT_EQ(internvl.text.num_key_value_heads, 8);
   EXPECT_EQ(internvl.text.intermediate_size, 14336);
@@ -182,6 +193,12 @@ TEST(BenchThroughput, TinyArchitectureOnTheCpu) {
   EXPECT_NE(md.find("| calibquant:bits=1 | 3 |"), std::string::npos) << md;
   EXPECT_TRUE(std::filesystem::exists(dir.file("plots/throughput_vs_batch.gp")));
   EXPECT_NE(test::read_bytes(dir.file("plots/throughput_vs_batch.dat")).find("# transformers (16-bit)"), std::string::npos);
+  // Qwen2-VL: 6 image tokens make a 2 x 3 merged grid (4 x 6 patches).
+  r = test::run_calibq("bench throughput --arch tiny-qwen2vl --random-weights --device cpu --batch 2 --image-tokens 6 "
+                       "--system-tokens 3 --prompt-tokens 4 --new-tokens 3 --kv none --kv calibquant:bits=1 --json " +
+                       dir.file("q.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_json_file(dir.file("q.json"))["rows"].size(), 2u);
   // Flags are checked before anything loads.
   r = test::run_calibq("bench throughput --arch tiny-llava --random-weights --device cpu --batch 0");
   EXPECT_NE(r.exit_code, 0);

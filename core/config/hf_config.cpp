@@ -96,12 +96,12 @@ const json& vision_defaults(const std::string& model_type) {
   if (model_type == "clip_vision_model") return clip;
   if (model_type == "intern_vit_6b") return intern_vit;
   if (model_type == "internvl_vision") return internvl_vision;
-  if (model_type == "qwen2_vl") return qwen2_vl;
+  if (model_type == "qwen2_vl" || model_type == "qwen2_vl_vision") return qwen2_vl;
   return none;
 }
 
 constexpr const char* kTextTypes = "llama, qwen2, internlm2, qwen2_vl_text";
-constexpr const char* kVisionTypes = "clip_vision_model, intern_vit_6b, internvl_vision, qwen2_vl";
+constexpr const char* kVisionTypes = "clip_vision_model, intern_vit_6b, internvl_vision, qwen2_vl, qwen2_vl_vision";
 
 // Typed access to one (sub-)config, over its defaults; errors name file and key path.
 class Reader {
@@ -271,7 +271,9 @@ VisionConfig parse_vision(const json& given, const std::string& source, const st
   Reader r(given, defaults, source, path);
   VisionConfig v;
   v.model_type = model_type;
-  if (model_type == "qwen2_vl") {
+  // transformers 5 names Qwen2-VL's vision config qwen2_vl_vision; hub configs name none.
+  if (model_type == "qwen2_vl" || model_type == "qwen2_vl_vision") {
+    v.model_type = "qwen2_vl";
     v.hidden_size = r.i("embed_dim");
     v.num_hidden_layers = r.i("depth");
     v.num_attention_heads = r.i("num_heads");
@@ -284,6 +286,9 @@ VisionConfig parse_vision(const json& given, const std::string& source, const st
     v.hidden_act = r.s("hidden_act");
     v.layer_norm_eps = 1e-6;  // Qwen2-VL's vision LayerNorms use eps 1e-6
     v.image_size = 0;
+    // The 2D RoPE's base: transformers 5 writes rope_parameters; older configs fix it at 10000.
+    if (given.contains("rope_parameters") && given["rope_parameters"].is_object())
+      v.rope_theta = given["rope_parameters"].value("rope_theta", 10000.0);
     return v;
   }
   v.hidden_size = r.i("hidden_size");

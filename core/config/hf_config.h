@@ -74,6 +74,7 @@ struct VisionConfig {
   int64_t spatial_merge_size = 1;
   int64_t temporal_patch_size = 1;
   int64_t out_hidden_size = 0;  // the patch merger's output width (the LLM's hidden size)
+  double rope_theta = 10000.0;  // the vision tower's 2D RoPE
 };
 
 struct ModelConfig {

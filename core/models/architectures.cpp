@@ -42,6 +42,20 @@ const char* kInternVL25_8b = R"({
     "layer_scale_init_value": 0.1, "use_mean_pooling": true, "hidden_act": "gelu", "num_channels": 3}
 })";
 
+// Qwen/Qwen2-VL-7B-Instruct: the Qwen2-VL vision transformer (675M: 32 blocks of width 1280,
+// a 2x2 patch merger), Qwen2-7B with M-RoPE (hidden 3584, 28 heads over 4 KV heads, MLP 18944).
+const char* kQwen2VL_7b = R"({
+  "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl",
+  "bos_token_id": 151643, "eos_token_id": 151645, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+  "vision_token_id": 151654, "image_token_id": 151655, "video_token_id": 151656, "hidden_act": "silu",
+  "hidden_size": 3584, "intermediate_size": 18944, "max_position_embeddings": 32768, "num_attention_heads": 28,
+  "num_hidden_layers": 28, "num_key_value_heads": 4, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+  "tie_word_embeddings": false, "vocab_size": 152064,
+  "vision_config": {"depth": 32, "embed_dim": 1280, "mlp_ratio": 4, "num_heads": 16, "in_chans": 3,
+    "hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+  "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}
+})";
+
 // Tiny members of the same families (tests of the benchmark's code path on the CPU).
 const char* kTinyLlava = R"({
   "architectures": ["LlavaForConditionalGeneration"], "model_type": "llava",
@@ -67,11 +81,25 @@ const char* kTinyInternVL = R"({
     "hidden_act": "gelu", "num_channels": 3}
 })";
 
+const char* kTinyQwen2VL = R"({
+  "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl",
+  "vision_start_token_id": 247, "vision_end_token_id": 248, "image_token_id": 250, "video_token_id": 249,
+  "text_config": {"model_type": "qwen2_vl_text", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256, "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-06, "hidden_act": "silu",
+    "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}},
+  "vision_config": {"model_type": "qwen2_vl_vision", "depth": 2, "embed_dim": 32, "hidden_size": 64, "mlp_ratio": 2,
+    "num_heads": 4, "in_channels": 3, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+    "hidden_act": "quick_gelu"}
+})";
+
 const std::map<std::string, const char*>& table() {
   static const std::map<std::string, const char*> t = {{"llava-1.5-7b", kLlava15_7b},
                                                        {"internvl2.5-8b", kInternVL25_8b},
+                                                       {"qwen2-vl-7b", kQwen2VL_7b},
                                                        {"tiny-llava", kTinyLlava},
-                                                       {"tiny-internvl", kTinyInternVL}};
+                                                       {"tiny-internvl", kTinyInternVL},
+                                                       {"tiny-qwen2vl", kTinyQwen2VL}};
   return t;
 }
 

@@ -221,7 +221,7 @@ class InternVLModel : public VisionLanguageModel {
   }
 
  protected:
-  at::Tensor image_features(const at::Tensor& pixels) const override {
+  at::Tensor image_features(const at::Tensor& pixels, const at::Tensor& /*image_grid_thw*/) const override {
     at::Tensor f = vision_->forward(pixels, config_.vision_feature_layers[0]);
     if (config_.vision_feature_select_strategy == "default") f = f.narrow(1, 1, f.size(1) - 1);
     const int64_t b = f.size(0), side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(f.size(1)))));

@@ -87,15 +87,45 @@ LlamaDecoder::LlamaDecoder(TextConfig config, DecoderWeights weights) : config_(
     case RopeType::Linear:
     case RopeType::Dynamic:  // dynamic NTK: the default frequencies up to max_position_embeddings (checked in rope())
       break;
+    case RopeType::MRope: {
+      // Qwen2-VL: the rotary pairs split into (temporal, height, width) sections, each rotated
+      // by its own position; column j of cos/sin takes the position of section j's axis.
+      int64_t pairs = 0;
+      for (int64_t n : r.mrope_section) pairs += n;
+      if (pairs != config_.head_dim / 2)
+        fail("LLaMA decoder: mrope_section sums to {} rotary pairs, head_dim {} has {}", pairs, config_.head_dim,
+             config_.head_dim / 2);
+      if (r.mrope_section.size() != 3) fail("LLaMA decoder: mrope_section needs 3 sections (t, h, w), got {}", r.mrope_section.size());
+      // transformers splits cat(freqs, freqs) by mrope_section * 2 and takes chunk i from axis i % 3.
+      std::vector<int64_t> axis;
+      for (size_t i = 0; i < 6; ++i) axis.insert(axis.end(), r.mrope_section[i % 3], static_cast<int64_t>(i % 3));
+      mrope_axis_ = at::tensor(axis, at::kLong).to(w_.embed.device());
+      break;
+    }
     case RopeType::Llama3:
-    case RopeType::MRope:
-      fail("LLaMA decoder: rope type '{}' is not implemented yet", rope_type_name(r.type));
+      if (r.original_max_position_embeddings <= 0 || r.high_freq_factor <= r.low_freq_factor)
+        fail("LLaMA decoder: llama3 RoPE needs original_max_position_embeddings > 0 and high_freq_factor > "
+             "low_freq_factor (got {}, {}, {})", r.original_max_position_embeddings, r.high_freq_factor, r.low_freq_factor);
+      break;
   }
   // As transformers computes it: float32 exponents of an int64 arange.
   const int64_t d = config_.head_dim;
   at::Tensor exps = at::arange(0, d, 2, at::kLong).to(at::kFloat) / static_cast<double>(d);
   inv_freq_ = 1.0 / at::pow(at::scalar_tensor(r.theta, at::kFloat), exps);
   if (r.type == RopeType::Linear) inv_freq_ = inv_freq_ / r.factor;
+  if (r.type == RopeType::Llama3) {
+    // transformers' _compute_llama3_parameters, in its float32 arithmetic: long wavelengths
+    // (beyond original / low_freq_factor) divided by `factor`, short ones (below original /
+    // high_freq_factor) kept, those between blended smoothly.
+    const double old_len = static_cast<double>(r.original_max_position_embeddings);
+    const double low_wavelen = old_len / r.low_freq_factor, high_wavelen = old_len / r.high_freq_factor;
+    const at::Tensor wavelen = 2 * M_PI / inv_freq_;
+    const at::Tensor scaled = at::where(wavelen > low_wavelen, inv_freq_ / r.factor, inv_freq_);
+    const at::Tensor smooth = (old_len / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+    const at::Tensor smoothed = (1 - smooth) * scaled / r.factor + smooth * scaled;
+    const at::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+    inv_freq_ = at::where(medium, smoothed, scaled);
+  }
   inv_freq_ = inv_freq_.to(w_.embed.device());
 }
 
@@ -120,12 +150,23 @@ std::pair<at::Tensor, at::Tensor> LlamaDecoder::rope(const at::Tensor& positions
       positions.max().item<int64_t>() + 1 > config_.max_position_embeddings)
     fail("LLaMA decoder: dynamic RoPE beyond max_position_embeddings ({}) is not implemented (position {})",
          config_.max_position_embeddings, positions.max().item<int64_t>());
-  at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // [B, T, d/2]
-  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);              // [B, 1, T, d]
-  at::Tensor sin = emb.sin();
+  at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // [B, T, d/2] (M-RoPE: [3, B, T, d/2])
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  at::Tensor cos = emb.cos().to(dtype), sin = emb.sin().to(dtype);
+  if (positions.dim() == 3) {
+    // M-RoPE positions [3, B, T] (t, h, w): each column from its section's axis, after the
+    // dtype cast as transformers selects. 2-D positions (decode steps, text only) are the
+    // three axes at one position, where M-RoPE is the plain RoPE.
+    if (!mrope_axis_.defined()) fail("LLaMA decoder: [3, batch, seq] positions need an mrope rope type");
+    const at::Tensor idx = mrope_axis_.view({1, 1, 1, -1}).expand({1, emb.size(1), emb.size(2), emb.size(3)});
+    cos = cos.gather(0, idx).squeeze(0);
+    sin = sin.gather(0, idx).squeeze(0);
+  }
+  cos = cos.unsqueeze(1);  // [B, 1, T, d]
+  sin = sin.unsqueeze(1);
   const int64_t half = sin.size(-1) / 2;
   sin = at::cat({-sin.narrow(-1, 0, half), sin.narrow(-1, half, half)}, -1);  // for apply_rope's roll
-  return {emb.cos().to(dtype), sin.to(dtype)};
+  return {cos, sin};
 }
 
 namespace {

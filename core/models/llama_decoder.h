@@ -1,6 +1,6 @@
-// The LLaMA-family decoder the multimodal models share (LLaMA/Vicuna now; Qwen2's q/k/v
-// biases and InternLM2's fused wqkv split at load time later): RMSNorm, RoPE, GQA
-// attention, SwiGLU MLP. Prefill attends in full precision and hands each layer's K/V to
+// The LLaMA-family decoder the multimodal models share (LLaMA/Vicuna, Qwen2 with q/k/v
+// biases, InternLM2 with its fused wqkv split at load time): RMSNorm, RoPE (default,
+// linear, dynamic below its limit, Qwen2-VL's M-RoPE), GQA attention, SwiGLU MLP. Prefill attends in full precision and hands each layer's K/V to
 // its LayerKVCache, which quantizes the configured segments; decode steps attend through
 // the caches.
 #pragma once
@@ -61,7 +61,7 @@ class LlamaDecoder {
   LlamaDecoder(TextConfig config, DecoderWeights weights);
 
   at::Tensor embed(const at::Tensor& ids) const;
-  // embeds [B, T, H]; positions [B, T] (int64); additive mask [B, 1, T, T], or undefined for
+  // embeds [B, T, H]; positions [B, T] (int64), or [3, B, T] for M-RoPE; additive mask [B, 1, T, T], or undefined for
   // plain causal attention (no padding: CUDA then takes the flash kernel). Fills `caches`
   // (one per layer, already configured) with each layer's keys after RoPE and values, the
   // first system_len tokens as the system segment and the next visual_len as visual.
@@ -88,6 +88,7 @@ class LlamaDecoder {
   TextConfig config_;
   DecoderWeights w_;
   at::Tensor inv_freq_;  // float32 [head_dim / 2]
+  at::Tensor mrope_axis_;  // M-RoPE: per column of cos/sin, the position axis (0 t, 1 h, 2 w) it takes
 };
 
 }  // namespace calibq

@@ -135,7 +135,7 @@ class LlavaModel : public VisionLanguageModel {
   }
 
  protected:
-  at::Tensor image_features(const at::Tensor& pixels) const override {
+  at::Tensor image_features(const at::Tensor& pixels, const at::Tensor& /*image_grid_thw*/) const override {
     at::Tensor f = vision_->hidden_states(pixels, feature_index_)[feature_index_];
     if (config_.vision_feature_select_strategy == "default") f = f.narrow(1, 1, f.size(1) - 1);
     return at::linear(at::gelu(at::linear(f, proj1_, proj1_b_)), proj2_, proj2_b_);

@@ -13,6 +13,8 @@ std::unique_ptr<MultimodalModel> make_llava_model(ModelConfig config, WeightLoad
                                                   at::Device device);
 std::unique_ptr<MultimodalModel> make_internvl_model(ModelConfig config, WeightLoader& weights, at::ScalarType dtype,
                                                      at::Device device);
+std::unique_ptr<MultimodalModel> make_qwen2vl_model(ModelConfig config, WeightLoader& weights, at::ScalarType dtype,
+                                                    at::Device device);
 
 namespace {
 // LibTorch 1.13's CPU kernels have no float16 matmul or convolution (2.x has them): ask
@@ -38,8 +40,10 @@ std::unique_ptr<MultimodalModel> make_model(ModelConfig config, WeightLoader& we
     case ModelFamily::InternVL:
       return make_internvl_model(std::move(config), weights, dtype, device);
     case ModelFamily::Qwen2VL:
+      return make_qwen2vl_model(std::move(config), weights, dtype, device);
     case ModelFamily::TextOnly:
-      fail("{}: the {} family cannot run yet (runs: llava, internvl)", config.source, model_family_name(config.family));
+      fail("{}: the {} family has no vision tower; calibq runs multimodal families (llava, internvl, qwen2_vl)",
+           config.source, model_family_name(config.family));
   }
   fail("internal: bad model family");
 }

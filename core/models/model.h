@@ -81,6 +81,9 @@ class MultimodalModel {
   // Runs prefill in full precision, showing `observe` every layer's q, k (after RoPE) and v;
   // returns the system and visual segment lengths (tokens before the image, image tokens).
   virtual std::pair<int64_t, int64_t> observe_prefill(const ModelInputs& inputs, const PrefillObserver& observe) = 0;
+  // The RoPE positions forward_logits gives the decoder: [B, T], or [3, B, T] (t, h, w) for
+  // M-RoPE (Qwen2-VL), as transformers' forward computes them.
+  virtual at::Tensor forward_positions(const ModelInputs& inputs) = 0;
   virtual const ModelConfig& config() const = 0;
   // "llava: 87 tensors loaded, 2 ignored, 0 renamed (0.6 MiB)".
   virtual const std::string& load_report() const = 0;

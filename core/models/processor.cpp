@@ -25,11 +25,11 @@ std::vector<int64_t> ids_of(const json& v) {
 ModelProcessor ModelProcessor::load(const std::string& dir, const ModelConfig& config) {
   switch (config.family) {
     case ModelFamily::Llava:
-    case ModelFamily::InternVL: break;
-    case ModelFamily::Qwen2VL:
+    case ModelFamily::InternVL:
+    case ModelFamily::Qwen2VL: break;
     case ModelFamily::TextOnly:
-      fail("{}: the {} processor (chat template, image tiling) is not in calibq yet; `calibq logits` takes its tensors",
-           dir, model_family_name(config.family));
+      fail("{}: a {} model has no image processor; calibq's processors are llava's, internvl's and qwen2_vl's", dir,
+           model_family_name(config.family));
   }
   const std::string tok_path = (fs::path(dir) / "tokenizer.json").string();
   if (!fs::exists(tok_path)) fail("{}: missing (calibq reads the fast tokenizer's tokenizer.json)", tok_path);
@@ -75,6 +75,12 @@ ModelProcessor ModelProcessor::load(const std::string& dir, const ModelConfig& c
         fail("{}: InternVL's image processor must be GotOcr2ImageProcessor(Fast), got {}", dir, p.image_.type);
       break;
     case ModelFamily::Qwen2VL:
+      // Qwen2VLProcessor: the tokenizer's image_token if it names one, else <|image_pad|>.
+      p.image_token_ = tc.contains("image_token") && tc["image_token"].is_string() ? tc["image_token"].get<std::string>()
+                                                                                   : std::string("<|image_pad|>");
+      if (!p.image_.smart_resize)
+        fail("{}: Qwen2-VL's image processor must be Qwen2VLImageProcessor(Fast/Pil), got {}", dir, p.image_.type);
+      break;
     case ModelFamily::TextOnly: break;  // refused above
   }
   p.image_token_id_ = p.tokenizer_.token_id(p.image_token_);
@@ -102,9 +108,14 @@ std::string ModelProcessor::chat_text(const std::string& prompt, bool with_image
       return "<|im_start|>user\n" + (with_image ? image_token_ + "\n" : std::string()) + prompt +
              "<|im_end|>\n<|im_start|>assistant\n";
     case ModelFamily::Qwen2VL:
+      // Qwen2-VL-7B-Instruct's template: the default system turn, then the image's
+      // <|vision_start|><|image_pad|><|vision_end|> and the text in the user turn.
+      return "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n" +
+             (with_image ? "<|vision_start|>" + image_token_ + "<|vision_end|>" : std::string()) + prompt +
+             "<|im_end|>\n<|im_start|>assistant\n";
     case ModelFamily::TextOnly: break;
   }
-  fail("chat template of {} is not in calibq yet", model_family_name(family_));
+  fail("chat template of {} is not in calibq", model_family_name(family_));
 }
 
 ProcessedSample ModelProcessor::process(const RgbImage* image, const std::string& prompt) const {
@@ -130,7 +141,15 @@ ProcessedSample ModelProcessor::process(const RgbImage* image, const std::string
         expanded += end_image_token_;
         break;
       }
-      case ModelFamily::Qwen2VL:
+      case ModelFamily::Qwen2VL: {
+        ImagePatches patches = preprocess_image_patches(*image, image_);
+        s.pixel_values = patches.pixel_values;
+        s.image_grid_thw = at::tensor(std::vector<int64_t>(patches.grid_thw.begin(), patches.grid_thw.end()), at::kLong)
+                               .view({1, 3});
+        const int64_t n = patches.pixel_values.size(0) / (image_.merge_size * image_.merge_size);
+        for (int64_t i = 0; i < n; ++i) expanded += image_token_;
+        break;
+      }
       case ModelFamily::TextOnly: fail("internal: no image processing for {}", model_family_name(family_));
     }
     text.replace(text.find(image_token_), image_token_.size(), expanded);
@@ -172,8 +191,14 @@ ModelInputs ModelProcessor::collate(const std::vector<ProcessedSample>& samples)
   if (samples[0].pixel_values.defined()) {
     std::vector<at::Tensor> px;
     for (const auto& s : samples) px.push_back(s.pixel_values);
-    // LLaVA takes [B, 3, H, W]; InternVL every sample's tiles, one after another.
-    in.pixel_values = family_ == ModelFamily::InternVL ? at::cat(px) : at::stack(px);
+    // LLaVA takes [B, 3, H, W]; InternVL and Qwen2-VL every sample's tiles or patches, one
+    // after another.
+    in.pixel_values = family_ == ModelFamily::Llava ? at::stack(px) : at::cat(px);
+    if (family_ == ModelFamily::Qwen2VL) {
+      std::vector<at::Tensor> grids;
+      for (const auto& s : samples) grids.push_back(s.image_grid_thw);
+      in.image_grid_thw = at::cat(grids);
+    }
   }
   return in;
 }

@@ -23,7 +23,9 @@ namespace calibq {
 struct ProcessedSample {
   std::string chat_text;       // the template's text, placeholder not yet expanded
   std::vector<int64_t> ids;    // placeholder expanded, special tokens added
-  at::Tensor pixel_values;     // [3, H, W]; undefined without an image
+  at::Tensor pixel_values;     // LLaVA [3, H, W]; InternVL [tiles, 3, H, W]; Qwen2-VL [patches, 3 * 2 * 14 * 14];
+                               // undefined without an image
+  at::Tensor image_grid_thw;   // Qwen2-VL: [1, 3] (t, h, w) in patches
 };
 
 class ModelProcessor {
@@ -34,7 +36,8 @@ class ModelProcessor {
   // One user turn (the image first, then the text) and the assistant's generation prompt.
   std::string chat_text(const std::string& prompt, bool with_image) const;
   ProcessedSample process(const RgbImage* image, const std::string& prompt) const;
-  // LLaVA: pixel_values [3, H, W]; InternVL: [tiles, 3, H, W] (collate concatenates them).
+  // LLaVA: pixel_values [B, 3, H, W]; InternVL and Qwen2-VL: every sample's tiles or patches
+  // one after another (Qwen2-VL with image_grid_thw [B, 3]).
   // Pads between the visual and the text tokens (left of everything without an image).
   ModelInputs collate(const std::vector<ProcessedSample>& samples) const;
   // Where a sample's image tokens end (one past the last; 0 without an image): samples batch
@@ -57,7 +60,9 @@ class ModelProcessor {
   int64_t patch_size_ = 14;
   int64_t extra_image_tokens_ = 1;  // CLS
   bool drop_cls_ = true;            // vision_feature_select_strategy "default"
-  // InternVL: <img> + <IMG_CONTEXT> x image_seq_length per tile + </img>.
+  // InternVL: <img> + <IMG_CONTEXT> x image_seq_length per tile + </img>. Qwen2-VL: its
+  // template writes <|vision_start|><|image_pad|><|vision_end|>; the pad becomes one token per
+  // merged patch.
   std::string start_image_token_ = "<img>", end_image_token_ = "</img>";
   int64_t image_seq_length_ = 256;
   std::vector<int64_t> stop_ids_;

@@ -41,10 +41,19 @@ std::vector<LayerKVCache> VisionLanguageModel::make_caches(const KVCacheConfig& 
   return caches;
 }
 
-// Positions as transformers' forward numbers them: start .. start+len-1 (padding is not
-// skipped in forward).
-at::Tensor VisionLanguageModel::positions(int64_t batch, int64_t start, int64_t len) const {
-  return at::arange(start, start + len, at::TensorOptions().dtype(at::kLong).device(device_)).unsqueeze(0).expand({batch, len});
+at::Tensor VisionLanguageModel::mask_of(const ModelInputs& in) const {
+  const auto opts = at::TensorOptions().dtype(at::kLong).device(device_);
+  return in.attention_mask.defined() ? in.attention_mask.to(opts) : at::ones(in.input_ids.sizes(), opts);
+}
+
+VisionLanguageModel::RopePositions VisionLanguageModel::rope_positions(const ModelInputs& in, const at::Tensor& mask,
+                                                                       bool generating) const {
+  const int64_t b = mask.size(0), t = mask.size(1);
+  if (!generating)  // transformers' forward: 0 .. T-1, padding not skipped
+    return {at::arange(t, mask.options()).unsqueeze(0).expand({b, t}), at::full({b, 1}, t, mask.options())};
+  (void)in;
+  // generate: the unmasked tokens counted (cumsum(mask) - 1), padded ones at 1.
+  return {(mask.cumsum(1) - 1).masked_fill(mask == 0, 1), mask.sum(1, true)};
 }
 
 // The dtype's lowest finite value, as transformers masks: a padded query row, whose keys
@@ -80,7 +89,7 @@ std::tuple<at::Tensor, int64_t, int64_t> VisionLanguageModel::input_embeddings(c
     if (n_image > 0) fail("{}: {} image tokens but no pixel_values", family, n_image);
     return {embeds, ids.size(1), 0};
   }
-  at::Tensor f = image_features(in.pixel_values.to(device_, dtype_));
+  at::Tensor f = image_features(in.pixel_values.to(device_, dtype_), in.image_grid_thw);
   if (f.numel() / f.size(-1) != n_image)
     fail("{}: {} image tokens in input_ids but {} image features", family, n_image, f.numel() / f.size(-1));
   embeds = embeds.masked_scatter(is_image.unsqueeze(-1).expand_as(embeds), f.to(embeds.scalar_type()));
@@ -96,7 +105,7 @@ std::tuple<at::Tensor, int64_t, int64_t> VisionLanguageModel::input_embeddings(c
 at::Tensor VisionLanguageModel::forward_logits(const ModelInputs& in) {
   std::vector<LayerKVCache> caches = make_caches({nullptr, nullptr, SegmentSet::parse("none")});
   auto [embeds, sys, vis] = input_embeddings(in);
-  at::Tensor hidden = decoder_->prefill(embeds, positions(embeds.size(0), 0, embeds.size(1)), prefill_mask(in, embeds),
+  at::Tensor hidden = decoder_->prefill(embeds, rope_positions(in, mask_of(in), false).positions, prefill_mask(in, embeds),
                                         caches, sys, vis);
   return decoder_->logits(hidden).to(at::kFloat);
 }
@@ -104,7 +113,7 @@ at::Tensor VisionLanguageModel::forward_logits(const ModelInputs& in) {
 std::pair<int64_t, int64_t> VisionLanguageModel::observe_prefill(const ModelInputs& in, const PrefillObserver& observe) {
   std::vector<LayerKVCache> caches = make_caches({nullptr, nullptr, SegmentSet::parse("none")});
   auto [embeds, sys, vis] = input_embeddings(in);
-  decoder_->prefill(embeds, positions(embeds.size(0), 0, embeds.size(1)), prefill_mask(in, embeds), caches, sys, vis,
+  decoder_->prefill(embeds, rope_positions(in, mask_of(in), false).positions, prefill_mask(in, embeds), caches, sys, vis,
                     observe);
   return {sys, vis};
 }
@@ -212,11 +221,10 @@ GenerationResult VisionLanguageModel::generate_parts(int64_t b, const InputsOf& 
   if (b <= 0) fail("generate: empty batch");
   const auto t0 = clock::now();
   const int64_t micro = gen.prefill_micro_batch > 0 ? std::min(gen.prefill_micro_batch, b) : b;
-  const auto long_opts = at::TensorOptions().dtype(at::kLong).device(device_);
   // Prefill each micro-batch; its caches quantize their segments right away.
   std::vector<std::vector<LayerKVCache>> parts;
   std::vector<int64_t> part_of;  // micro-batch index -> the prefilled part standing for it
-  std::vector<at::Tensor> lasts, masks;
+  std::vector<at::Tensor> lasts, masks, nexts;
   int64_t sys = -1, vis = -1, t = -1;
   for (int64_t begin = 0; begin < b; begin += micro) {
     const int64_t end = std::min(b, begin + micro);
@@ -224,6 +232,7 @@ GenerationResult VisionLanguageModel::generate_parts(int64_t b, const InputsOf& 
       part_of.push_back(0);
       lasts.push_back(lasts.front());
       masks.push_back(masks.front());
+      nexts.push_back(nexts.front());
       continue;
     }
     const ModelInputs in = part(begin, end);
@@ -235,13 +244,12 @@ GenerationResult VisionLanguageModel::generate_parts(int64_t b, const InputsOf& 
       fail("generate: micro-batches differ in layout ({} system, {} image, {} tokens against {}, {}, {})", s, v,
            embeds.size(1), sys, vis, t);
     sys = s, vis = v, t = embeds.size(1);
-    const int64_t n = embeds.size(0);
-    at::Tensor mask = in.attention_mask.defined() ? in.attention_mask.to(long_opts) : at::ones({n, t}, long_opts);
-    // Positions count the unmasked tokens (transformers' generate: cumsum(mask) - 1).
-    at::Tensor pos = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1);
-    at::Tensor hidden = decoder_->prefill(embeds, pos, prefill_mask(in, embeds), caches, sys, vis);
+    const at::Tensor mask = mask_of(in);
+    const RopePositions pos = rope_positions(in, mask, true);
+    at::Tensor hidden = decoder_->prefill(embeds, pos.positions, prefill_mask(in, embeds), caches, sys, vis);
     lasts.push_back(decoder_->logits(hidden.narrow(1, t - 1, 1)).squeeze(1));
     masks.push_back(mask);
+    nexts.push_back(pos.next);
     part_of.push_back(static_cast<int64_t>(parts.size()));
     parts.push_back(std::move(caches));
   }
@@ -269,7 +277,8 @@ GenerationResult VisionLanguageModel::generate_parts(int64_t b, const InputsOf& 
   at::Tensor key_mask;
   if (padded)
     key_mask = at::zeros({b, 1, 1, t}, last.options().dtype(dtype_)).masked_fill(mask.view({b, 1, 1, t}) == 0, neg_inf());
-  at::Tensor next_pos = mask.sum(1, true);  // [B, 1]
+  at::Tensor next_pos = nexts.size() == 1 ? nexts.front() : at::cat(nexts, 0);  // [B, 1]
+  nexts.clear();
 
   r.tokens.resize(b);
   r.stopped.assign(b, false);

@@ -21,6 +21,7 @@ class VisionLanguageModel : public MultimodalModel {
   GenerationResult generate_parts(int64_t batch, const InputsOf& part, const GenerationConfig& gen,
                                   const KVCacheConfig& kv) override;
   std::pair<int64_t, int64_t> observe_prefill(const ModelInputs& inputs, const PrefillObserver& observe) override;
+  at::Tensor forward_positions(const ModelInputs& inputs) override { return rope_positions(inputs, mask_of(inputs), false).positions; }
   const ModelConfig& config() const override { return config_; }
   const std::string& load_report() const override { return report_; }
 
@@ -31,8 +32,20 @@ class VisionLanguageModel : public MultimodalModel {
   // the first of `lm_heads` it has (none: tied or missing, as the config says).
   void load_decoder(WeightLoader& w, const std::vector<std::string>& prefixes, const std::vector<std::string>& lm_heads,
                     const DecoderNames& names = DecoderNames{});
-  // [B, C, H, W] pixels -> [B, tokens per image, text hidden] projected features.
-  virtual at::Tensor image_features(const at::Tensor& pixel_values) const = 0;
+  // Pixels (the family's layout: [B, C, H, W], tiles, or Qwen2-VL's flattened patches with
+  // their image_grid_thw) -> projected features, [..., text hidden], one row per image token.
+  virtual at::Tensor image_features(const at::Tensor& pixel_values, const at::Tensor& image_grid_thw) const = 0;
+  // RoPE positions of a prefill, [B, T] (or [3, B, T] for M-RoPE), and each sample's first
+  // decode position [B, 1]. `mask` [B, T] (int64, on the device) is the attention mask.
+  // The default is transformers': a forward numbers every token 0..T-1; generate counts the
+  // unmasked ones (cumsum(mask) - 1, padded tokens at 1).
+  struct RopePositions {
+    at::Tensor positions, next;
+  };
+  virtual RopePositions rope_positions(const ModelInputs& in, const at::Tensor& mask, bool generating) const;
+
+  // The attention mask on the device as int64 (ones where the inputs have none).
+  at::Tensor mask_of(const ModelInputs& in) const;
 
   ModelConfig config_;
   at::ScalarType dtype_;
@@ -42,7 +55,6 @@ class VisionLanguageModel : public MultimodalModel {
 
  private:
   std::vector<LayerKVCache> make_caches(const KVCacheConfig& kv) const;
-  at::Tensor positions(int64_t batch, int64_t start, int64_t len) const;
   at::Tensor neg_inf() const;
   at::Tensor prefill_mask(const ModelInputs& in, const at::Tensor& embeds) const;
   // Embeddings with image features in place; the system length (tokens before the first

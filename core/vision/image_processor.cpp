@@ -202,13 +202,33 @@ ImageProcessorConfig ImageProcessorConfig::from_json(const json& j, const std::s
     c.type = j.value("image_processor_type", std::string("CLIPImageProcessor"));
     static const std::vector<std::string> known = {"CLIPImageProcessor",    "CLIPImageProcessorFast",    "CLIPImageProcessorPil",
                                                    "LlavaImageProcessor",   "LlavaImageProcessorFast",   "LlavaImageProcessorPil",
-                                                   "GotOcr2ImageProcessor", "GotOcr2ImageProcessorFast", "GotOcr2ImageProcessorPil"};
+                                                   "GotOcr2ImageProcessor", "GotOcr2ImageProcessorFast", "GotOcr2ImageProcessorPil",
+                                                   "Qwen2VLImageProcessor", "Qwen2VLImageProcessorFast", "Qwen2VLImageProcessorPil"};
     if (std::find(known.begin(), known.end(), c.type) == known.end())
       fail("{}: image_processor_type '{}' is not supported (supported: {})", where, c.type, fmt::join(known, ", "));
     c.backend = c.type.size() > 3 && c.type.compare(c.type.size() - 3, 3, "Pil") == 0 ? ResizeBackend::Pil : ResizeBackend::Torch;
     const bool got_ocr2 = c.type.rfind("GotOcr2", 0) == 0;
+    c.smart_resize = c.type.rfind("Qwen2VL", 0) == 0;
     c.do_resize = j.value("do_resize", true);
-    c.do_center_crop = j.value("do_center_crop", !got_ocr2);  // GotOcr2 has no centre crop
+    c.do_center_crop = j.value("do_center_crop", !got_ocr2 && !c.smart_resize);  // neither crops
+    if (c.smart_resize) {
+      // Qwen2VLImageProcessor.__init__: size {shortest_edge: min, longest_edge: max} pixels,
+      // then min_pixels / max_pixels (the hub's preprocessor_config.json keys) override it.
+      if (j.contains("size") && j["size"].is_object()) {
+        c.min_pixels = j["size"].value("shortest_edge", c.min_pixels);
+        c.max_pixels = j["size"].value("longest_edge", c.max_pixels);
+      }
+      if (j.contains("min_pixels") && !j["min_pixels"].is_null()) c.min_pixels = j["min_pixels"].get<int64_t>();
+      if (j.contains("max_pixels") && !j["max_pixels"].is_null()) c.max_pixels = j["max_pixels"].get<int64_t>();
+      c.patch_size = j.value("patch_size", c.patch_size);
+      c.temporal_patch_size = j.value("temporal_patch_size", c.temporal_patch_size);
+      c.merge_size = j.value("merge_size", c.merge_size);
+      if (c.min_pixels <= 0 || c.max_pixels < c.min_pixels || c.patch_size <= 0 || c.temporal_patch_size <= 0 ||
+          c.merge_size <= 0)
+        fail("{}: min_pixels {}, max_pixels {}, patch_size {}, temporal_patch_size {}, merge_size {}: need "
+             "0 < min <= max and positive sizes", where, c.min_pixels, c.max_pixels, c.patch_size, c.temporal_patch_size,
+             c.merge_size);
+    }
     if (got_ocr2) {
       c.crop_to_patches = j.value("crop_to_patches", false);
       c.min_patches = j.value("min_patches", int64_t{1});
@@ -220,7 +240,7 @@ ImageProcessorConfig ImageProcessorConfig::from_json(const json& j, const std::s
     c.do_normalize = j.value("do_normalize", true);
     c.do_pad = j.value("do_pad", false);
     c.rescale_factor = j.value("rescale_factor", 1.0 / 255.0);
-    if (c.do_resize) {
+    if (c.do_resize && !c.smart_resize) {
       read_size(j, "size", where, c.size_height, c.size_width, &c.shortest_edge);
       const int resample = j.value("resample", 3);
       if (resample != 3) fail("{}: resample {} is not supported (3: bicubic)", where, resample);
@@ -273,6 +293,48 @@ at::Tensor preprocess_image(const RgbImage& input, const ImageProcessorConfig& c
   }
   if (c.do_center_crop) img = center_crop(img, c.crop_width, c.crop_height);
   return pixel_tensor(img, c);
+}
+
+std::pair<int64_t, int64_t> smart_resize(int64_t height, int64_t width, int64_t factor, int64_t min_pixels,
+                                         int64_t max_pixels) {
+  if (height <= 0 || width <= 0 || factor <= 0) fail("smart_resize: bad sizes ({}x{}, factor {})", height, width, factor);
+  const double h = static_cast<double>(height), w = static_cast<double>(width), f = static_cast<double>(factor);
+  if (std::max(h, w) / std::min(h, w) > 200)
+    fail("smart_resize: a {}x{} image's aspect ratio {} is above 200", width, height, std::max(h, w) / std::min(h, w));
+  // std::nearbyint rounds half to even, as Python's round does.
+  int64_t h_bar = static_cast<int64_t>(std::nearbyint(h / f)) * factor;
+  int64_t w_bar = static_cast<int64_t>(std::nearbyint(w / f)) * factor;
+  if (h_bar * w_bar > max_pixels) {
+    const double beta = std::sqrt(h * w / static_cast<double>(max_pixels));
+    h_bar = std::max(factor, static_cast<int64_t>(std::floor(h / beta / f)) * factor);
+    w_bar = std::max(factor, static_cast<int64_t>(std::floor(w / beta / f)) * factor);
+  } else if (h_bar * w_bar < min_pixels) {
+    const double beta = std::sqrt(static_cast<double>(min_pixels) / (h * w));
+    h_bar = static_cast<int64_t>(std::ceil(h * beta / f)) * factor;
+    w_bar = static_cast<int64_t>(std::ceil(w * beta / f)) * factor;
+  }
+  return {h_bar, w_bar};
+}
+
+ImagePatches preprocess_image_patches(const RgbImage& input, const ImageProcessorConfig& c) {
+  if (!c.smart_resize) fail("preprocess: {} does not cut images into patches", c.type);
+  if (input.width <= 0 || input.height <= 0 || input.pixels.size() != static_cast<size_t>(input.width * input.height * 3))
+    fail("preprocess: image of {}x{} with {} bytes is not 8-bit RGB", input.width, input.height, input.pixels.size());
+  const int64_t factor = c.patch_size * c.merge_size;
+  RgbImage img = input;
+  if (c.do_resize) {
+    const auto [h, w] = smart_resize(input.height, input.width, factor, c.min_pixels, c.max_pixels);
+    img = resize_bicubic(input, w, h, c.backend);
+  } else if (img.height % factor != 0 || img.width % factor != 0) {
+    fail("preprocess: without do_resize a {}x{} image must have sides divisible by {}", img.width, img.height, factor);
+  }
+  const int64_t tp = c.temporal_patch_size, ps = c.patch_size, m = c.merge_size;
+  const int64_t gh = img.height / ps, gw = img.width / ps;
+  // One image is one frame, repeated to fill the temporal patch (transformers pads a clip
+  // with copies of its last frame).
+  at::Tensor frames = pixel_tensor(img, c).unsqueeze(0).expand({tp, 3, img.height, img.width});
+  at::Tensor x = frames.reshape({tp, 3, gh / m, m, ps, gw / m, m, ps}).permute({2, 5, 3, 6, 1, 0, 4, 7});
+  return {x.reshape({gh * gw, 3 * tp * ps * ps}).contiguous(), {1, gh, gw}};
 }
 
 std::pair<int64_t, int64_t> optimal_tile_grid(int64_t height, int64_t width, int64_t tile_height, int64_t tile_width,

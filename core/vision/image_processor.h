@@ -52,6 +52,11 @@ struct ImageProcessorConfig {
   // size_width on the grid whose aspect ratio is closest to the image's, plus a thumbnail.
   bool crop_to_patches = false;
   int64_t min_patches = 1, max_patches = 12;
+  // Qwen2VLImageProcessor: smart resize (both sides multiples of patch_size * merge_size, the
+  // area within [min_pixels, max_pixels]), then patches of temporal_patch_size frames.
+  bool smart_resize = false;
+  int64_t min_pixels = 56 * 56, max_pixels = 28 * 28 * 1280;
+  int64_t patch_size = 14, temporal_patch_size = 2, merge_size = 2;
 
   // From an image processor's JSON (preprocessor_config.json, or processor_config.json's
   // "image_processor"); `where` names the file in errors.
@@ -71,6 +76,21 @@ std::pair<int64_t, int64_t> optimal_tile_grid(int64_t height, int64_t width, int
 // GotOcr2's crop_image_to_patches: the image resized to the grid, cut into tiles in reading
 // order, then (when there is more than one tile) the whole image resized to one tile.
 std::vector<RgbImage> crop_to_tiles(const RgbImage& image, const ImageProcessorConfig& config);
+// Qwen2-VL's smart_resize: (height, width) rounded to multiples of `factor` (Python's round,
+// half to even), scaled down or up (floor / ceil to the factor) to keep the area within
+// [min_pixels, max_pixels]. An aspect ratio above 200 is an error, as there.
+std::pair<int64_t, int64_t> smart_resize(int64_t height, int64_t width, int64_t factor, int64_t min_pixels,
+                                         int64_t max_pixels);
+// Qwen2VLImageProcessor: the image smart-resized, rescaled and normalized, repeated to
+// temporal_patch_size frames and cut into patches in the vision tower's order (merge blocks
+// of merge_size^2 patches row by row, each block's patches row by row): pixel_values
+// [patches, 3 * temporal * patch * patch] (channel, frame, row, column) and its (t, h, w) grid.
+struct ImagePatches {
+  at::Tensor pixel_values;
+  std::array<int64_t, 3> grid_thw{};
+};
+ImagePatches preprocess_image_patches(const RgbImage& image, const ImageProcessorConfig& config);
+
 // [tiles, 3, H, W]: crop_to_tiles (when config.crop_to_patches and max_patches > 1, else one
 // tile), each tile resized, rescaled and normalized as preprocess_image does.
 at::Tensor preprocess_image_tiles(const RgbImage& image, const ImageProcessorConfig& config);

@@ -199,14 +199,22 @@ class ThroughputBench {
   void setup_layout() {
     if (!config_.image_token_id) fail("bench throughput: {} has no image token", config_.source);
     const VisionConfig& v = *config_.vision;
-    const int64_t side = v.image_size / v.patch_size;
-    const double ds = config_.family == ModelFamily::InternVL ? config_.downsample_ratio : 1.0;
-    tokens_per_image_ = std::llround(side * side * ds * ds);
-    image_tokens_ = o_.image_tokens > 0 ? o_.image_tokens
-                    : config_.family == ModelFamily::InternVL ? 13 * tokens_per_image_ : tokens_per_image_;
-    if (image_tokens_ % tokens_per_image_ != 0 || (config_.family != ModelFamily::InternVL && image_tokens_ != tokens_per_image_))
-      fail("--image-tokens {}: {} takes {} per image{}", image_tokens_, model_family_name(config_.family), tokens_per_image_,
-           config_.family == ModelFamily::InternVL ? " (tile)" : ", one image");
+    if (config_.family == ModelFamily::Qwen2VL) {
+      // Any number of tokens: one image whose merged grid is the most nearly square factoring
+      // (default 35 x 35 = 1225 tokens, a 980 x 980 image, about Qwen2-VL's default max_pixels).
+      image_tokens_ = tokens_per_image_ = o_.image_tokens > 0 ? o_.image_tokens : 1225;
+      merged_rows_ = static_cast<int64_t>(std::sqrt(static_cast<double>(image_tokens_)));
+      while (image_tokens_ % merged_rows_ != 0) --merged_rows_;
+    } else {
+      const int64_t side = v.image_size / v.patch_size;
+      const double ds = config_.family == ModelFamily::InternVL ? config_.downsample_ratio : 1.0;
+      tokens_per_image_ = std::llround(side * side * ds * ds);
+      image_tokens_ = o_.image_tokens > 0 ? o_.image_tokens
+                      : config_.family == ModelFamily::InternVL ? 13 * tokens_per_image_ : tokens_per_image_;
+      if (image_tokens_ % tokens_per_image_ != 0 || (config_.family != ModelFamily::InternVL && image_tokens_ != tokens_per_image_))
+        fail("--image-tokens {}: {} takes {} per image{}", image_tokens_, model_family_name(config_.family), tokens_per_image_,
+             config_.family == ModelFamily::InternVL ? " (tile)" : ", one image");
+    }
     images_per_sample_ = image_tokens_ / tokens_per_image_;
     seq_len_ = o_.system_tokens + image_tokens_ + o_.prompt_tokens;
     // Micro-batches of about 32k prompt tokens (13-tile InternVL: 9 sequences).
@@ -229,6 +237,14 @@ class ThroughputBench {
     ModelInputs in;
     in.input_ids = at::tensor(ids, at::kLong).view({1, seq_len_}).expand({n, seq_len_}).contiguous();
     const VisionConfig& v = *config_.vision;
+    if (config_.family == ModelFamily::Qwen2VL) {  // flattened patches and their grid
+      const int64_t m = v.spatial_merge_size, rows = merged_rows_ * m, cols = image_tokens_ / merged_rows_ * m;
+      const int64_t dim = v.num_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
+      at::Tensor one = at::sin(at::arange(rows * cols * dim, at::kFloat) * 0.37).view({rows * cols, dim});
+      in.pixel_values = one.to(device_, dtype_).repeat({n, 1});
+      in.image_grid_thw = at::tensor(std::vector<int64_t>{1, rows, cols}, at::kLong).view({1, 3}).repeat({n, 1});
+      return in;
+    }
     // Identical pixels for every sample (so that reused caches equal a real prefill).
     at::Tensor one = at::sin(at::arange(3 * v.image_size * v.image_size * images_per_sample_, at::kFloat) * 0.37)
                          .view({images_per_sample_, 3, v.image_size, v.image_size});
@@ -483,6 +499,7 @@ class ThroughputBench {
   std::unique_ptr<MultimodalModel> model_;
   double weights_bytes_ = 0, free_at_start_ = 0;
   int64_t tokens_per_image_ = 0, image_tokens_ = 0, images_per_sample_ = 1, seq_len_ = 0, micro_ = 1;
+  int64_t merged_rows_ = 1;  // Qwen2-VL: rows of the image's merged token grid
 };
 
 }  // namespace
@@ -499,7 +516,7 @@ void add_throughput_command(CLI::App* bench, const std::string& cmdline) {
       ->delimiter(',')
       ->capture_default_str();
   t->add_option("--memory-budget", o->budgets_gib, "GiB budgets: for each, the largest batch that fits it")->delimiter(',');
-  t->add_option("--image-tokens", o->image_tokens, "image tokens per sequence (default: one LLaVA image, 13 InternVL tiles)");
+  t->add_option("--image-tokens", o->image_tokens, "image tokens per sequence (default: one LLaVA image, 13 InternVL tiles, 1225 Qwen2-VL tokens)");
   t->add_option("--system-tokens", o->system_tokens, "text tokens before the image")->capture_default_str();
   t->add_option("--prompt-tokens", o->prompt_tokens, "question tokens after the image")->capture_default_str();
   t->add_option("--new-tokens", o->new_tokens, "greedy tokens generated per sequence (no early stop)")->capture_default_str();
