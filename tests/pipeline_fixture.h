@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/io/json_file.h"
+#include "core/io/safetensors.h"
 #include "core/models/model.h"
 #include "core/models/processor.h"
 #include "datasets/images.h"
@@ -30,6 +31,20 @@ struct PipelineFixture {
     return true;
   }
   std::vector<int64_t> want(size_t i) const { return ref["cases"][i]["generated"].get<std::vector<int64_t>>(); }
+  // Case i against the reference: chat text, ids, pixels within 1e-5 of `pixels`' tensor
+  // "pixel_values.i", then greedy tokens of the sample alone (and its decoded text where the
+  // reference has one).
+  void expect_case(size_t i, const SafetensorsCheckpoint& pixels, const GenerationConfig& g) const {
+    const auto& c = ref["cases"][i];
+    EXPECT_EQ(samples[i].chat_text, c["chat_text"].get<std::string>());
+    EXPECT_EQ(samples[i].ids, c["input_ids"].get<std::vector<int64_t>>()) << c["image"];
+    const at::Tensor want_px = pixels.tensor("pixel_values." + std::to_string(i));
+    ASSERT_EQ(samples[i].pixel_values.sizes(), want_px.sizes()) << c["image"];
+    EXPECT_LE((samples[i].pixel_values - want_px).abs().max().item<double>(), 1e-5) << c["image"];
+    GenerationResult r = model->generate(proc->collate({samples[i]}), g, {nullptr, nullptr, SegmentSet{}});
+    EXPECT_EQ(r.tokens[0], want(i)) << c["image"];
+    if (c.contains("text")) EXPECT_EQ(proc->decode(r.tokens[0]), c["text"].get<std::string>());
+  }
 
   nlohmann::json ref;
   std::unique_ptr<MultimodalModel> model;

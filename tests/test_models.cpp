@@ -45,7 +45,7 @@ TEST_P(ModelParity, LogitsAndGreedyTokensEqualTransformers) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Llava, ModelParity, ::testing::Values("llava-gqa", "llava-full-tied"));
+INSTANTIATE_TEST_SUITE_P(Llava, ModelParity, ::testing::Values("llava-gqa", "llava-full-tied", "llava-llama3-rope"));
 // InternVL (transformers layout): InternViT + pixel shuffle + projector + Qwen2 decoder.
 INSTANTIATE_TEST_SUITE_P(InternVL, ModelParity,
                          ::testing::Values("internvl-layernorm", "internvl-rmsnorm-qknorm", "internvl-original-internlm2"));

@@ -1,5 +1,7 @@
 #include "core/models/processor.h"
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -22,6 +24,40 @@ std::vector<int64_t> ids_of(const json& v) {
 }
 }  // namespace
 
+// The original InternVL releases (trust_remote_code folders): the chat template their
+// config.json names, from InternVL's conversation.py (MPT style: system, then role + message +
+// separator per turn), "<image>\n" before the question, replaced by <img> + <IMG_CONTEXT> x
+// (tile tokens x tiles) + </img>; images through their load_image: dynamic_preprocess's tiles
+// and thumbnail resized by PIL (torchvision's Resize on a PIL image), ToTensor, Normalize with
+// ImageNet's mean and std.
+void ModelProcessor::load_original_internvl(const std::string& dir, const ModelConfig& config) {
+  static const std::vector<std::pair<std::string, std::string>> kSystem = {
+      // InternVL 2.5 and 3.
+      {"internvl2_5", "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"}};
+  const auto it = std::find_if(kSystem.begin(), kSystem.end(), [&](const auto& t) { return t.first == config.template_name; });
+  if (it == kSystem.end())
+    fail("{}: config.json's template '{}' is not in calibq (supported: internvl2_5)", dir, config.template_name);
+  system_message_ = it->second;
+  placeholder_ = "<image>";
+  image_token_ = "<IMG_CONTEXT>";
+  const VisionConfig& v = *config.vision;
+  image_seq_length_ = std::llround((v.image_size / v.patch_size) * (v.image_size / v.patch_size) *
+                                   config.downsample_ratio * config.downsample_ratio);
+  ImageProcessorConfig c;
+  c.type = "InternVL load_image";
+  c.backend = ResizeBackend::Pil;
+  c.do_center_crop = false;
+  c.size_height = c.size_width = v.image_size;
+  c.crop_to_patches = true;
+  c.min_patches = config.min_dynamic_patch;
+  c.max_patches = config.max_dynamic_patch;
+  c.thumbnail = config.use_thumbnail;
+  c.to_tensor_rescale = true;
+  c.mean = {0.485, 0.456, 0.406};
+  c.std = {0.229, 0.224, 0.225};
+  image_ = c;
+}
+
 ModelProcessor ModelProcessor::load(const std::string& dir, const ModelConfig& config) {
   switch (config.family) {
     case ModelFamily::Llava:
@@ -31,11 +67,9 @@ ModelProcessor ModelProcessor::load(const std::string& dir, const ModelConfig& c
       fail("{}: a {} model has no image processor; calibq's processors are llava's, internvl's and qwen2_vl's", dir,
            model_family_name(config.family));
   }
-  const std::string tok_path = (fs::path(dir) / "tokenizer.json").string();
-  if (!fs::exists(tok_path)) fail("{}: missing (calibq reads the fast tokenizer's tokenizer.json)", tok_path);
-  ModelProcessor p(BpeTokenizer::from_file(tok_path));
+  ModelProcessor p(load_tokenizer(dir));
   p.family_ = config.family;
-  p.image_ = ImageProcessorConfig::from_model_dir(dir);
+  if (!(config.family == ModelFamily::InternVL && config.original_layout)) p.image_ = ImageProcessorConfig::from_model_dir(dir);
   const std::string proc_path = (fs::path(dir) / "processor_config.json").string();
   json proc = fs::exists(proc_path) ? read_json_file(proc_path) : json::object();
   const std::string tc_path = (fs::path(dir) / "tokenizer_config.json").string();
@@ -52,6 +86,10 @@ ModelProcessor ModelProcessor::load(const std::string& dir, const ModelConfig& c
       }
       break;
     case ModelFamily::InternVL:
+      if (config.original_layout) {
+        p.load_original_internvl(dir, config);
+        break;
+      }
       // InternVLProcessor: its tokens are the tokenizer's extra special tokens; it tiles every
       // image (its images_kwargs default crop_to_patches=True over the image processor's own).
       try {
@@ -83,7 +121,8 @@ ModelProcessor ModelProcessor::load(const std::string& dir, const ModelConfig& c
       break;
     case ModelFamily::TextOnly: break;  // refused above
   }
-  p.image_token_id_ = p.tokenizer_.token_id(p.image_token_);
+  if (p.placeholder_.empty()) p.placeholder_ = p.image_token_;
+  p.image_token_id_ = p.tokenizer_->token_id(p.image_token_);
   if (config.image_token_id && *config.image_token_id != p.image_token_id_)
     fail("{}: the tokenizer's '{}' is id {} but config.json says image_token_index {}", dir, p.image_token_,
          p.image_token_id_, *config.image_token_id);
@@ -91,7 +130,7 @@ ModelProcessor ModelProcessor::load(const std::string& dir, const ModelConfig& c
   const std::string gen_path = (fs::path(dir) / "generation_config.json").string();
   if (fs::exists(gen_path)) p.stop_ids_ = ids_of(read_json_file(gen_path).value("eos_token_id", json()));
   if (p.stop_ids_.empty()) p.stop_ids_ = config.text.eos_token_ids;
-  if (tc.contains("pad_token") && tc["pad_token"].is_string()) p.pad_id_ = p.tokenizer_.token_id(tc["pad_token"].get<std::string>());
+  if (tc.contains("pad_token") && tc["pad_token"].is_string()) p.pad_id_ = p.tokenizer_->token_id(tc["pad_token"].get<std::string>());
   else if (config.text.pad_token_id) p.pad_id_ = *config.text.pad_token_id;
   else if (!p.stop_ids_.empty()) p.pad_id_ = p.stop_ids_.front();
   return p;
@@ -104,8 +143,10 @@ std::string ModelProcessor::chat_text(const std::string& prompt, bool with_image
       return "USER: " + (with_image ? image_token_ + "\n" : std::string()) + prompt + " ASSISTANT:";
     case ModelFamily::InternVL:
       // The chat template transformers' InternVL conversion gives every -hf checkpoint: ChatML,
-      // no system turn, "<IMG_CONTEXT>\n" per image before the text.
-      return "<|im_start|>user\n" + (with_image ? image_token_ + "\n" : std::string()) + prompt +
+      // no system turn, "<IMG_CONTEXT>\n" per image before the text. The original releases'
+      // template adds its system turn, with "<image>\n" as the placeholder.
+      return (system_message_.empty() ? std::string() : "<|im_start|>system\n" + system_message_ + "<|im_end|>\n") +
+             "<|im_start|>user\n" + (with_image ? placeholder_ + "\n" : std::string()) + prompt +
              "<|im_end|>\n<|im_start|>assistant\n";
     case ModelFamily::Qwen2VL:
       // Qwen2-VL-7B-Instruct's template: the default system turn, then the image's
@@ -152,9 +193,9 @@ ProcessedSample ModelProcessor::process(const RgbImage* image, const std::string
       }
       case ModelFamily::TextOnly: fail("internal: no image processing for {}", model_family_name(family_));
     }
-    text.replace(text.find(image_token_), image_token_.size(), expanded);
+    text.replace(text.find(placeholder_), placeholder_.size(), expanded);
   }
-  s.ids = tokenizer_.encode_with_special_tokens(text);
+  s.ids = tokenizer_->encode_with_special_tokens(text);
   return s;
 }
 
@@ -210,6 +251,6 @@ size_t ModelProcessor::image_end(const ProcessedSample& sample) const {
   return end;
 }
 
-std::string ModelProcessor::decode(const std::vector<int64_t>& ids) const { return tokenizer_.decode(ids, true); }
+std::string ModelProcessor::decode(const std::vector<int64_t>& ids) const { return tokenizer_->decode(ids, true); }
 
 }  // namespace calibq

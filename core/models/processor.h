@@ -15,7 +15,7 @@
 
 #include "core/config/hf_config.h"
 #include "core/models/model.h"
-#include "core/tokenizers/bpe_tokenizer.h"
+#include "core/tokenizers/tokenizer.h"
 #include "core/vision/image_processor.h"
 
 namespace calibq {
@@ -30,7 +30,8 @@ struct ProcessedSample {
 
 class ModelProcessor {
  public:
-  // Reads tokenizer.json, the image processor config and generation_config.json of `dir`.
+  // Reads the tokenizer (tokenizer.json, else tokenizer.model), the image processor config
+  // and generation_config.json of `dir`.
   static ModelProcessor load(const std::string& dir, const ModelConfig& config);
 
   // One user turn (the image first, then the text) and the assistant's generation prompt.
@@ -51,9 +52,10 @@ class ModelProcessor {
   const ImageProcessorConfig& image_config() const { return image_; }
 
  private:
-  ModelProcessor(BpeTokenizer tok) : tokenizer_(std::move(tok)) {}
+  explicit ModelProcessor(std::shared_ptr<const Tokenizer> tok) : tokenizer_(std::move(tok)) {}
+  void load_original_internvl(const std::string& dir, const ModelConfig& config);
   ModelFamily family_ = ModelFamily::Llava;
-  BpeTokenizer tokenizer_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
   ImageProcessorConfig image_;
   std::string image_token_ = "<image>";
   int64_t image_token_id_ = 0;
@@ -64,6 +66,10 @@ class ModelProcessor {
   // template writes <|vision_start|><|image_pad|><|vision_end|>; the pad becomes one token per
   // merged patch.
   std::string start_image_token_ = "<img>", end_image_token_ = "</img>";
+  // What the chat text holds where the image goes (the image token, or the original InternVL
+  // releases' "<image>"), and the original template's system message (empty: none).
+  std::string placeholder_;
+  std::string system_message_;
   int64_t image_seq_length_ = 256;
   std::vector<int64_t> stop_ids_;
   int64_t pad_id_ = 0;

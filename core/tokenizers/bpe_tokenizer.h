@@ -20,28 +20,30 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/tokenizers/tokenizer.h"
+
 namespace calibq {
 
 // `bytes` with every ill-formed UTF-8 sequence replaced by U+FFFD, as Python decodes
 // with errors="replace" (what tokenizers' decode returns for partial characters).
 std::string valid_utf8(const std::string& bytes);
 
-class BpeTokenizer {
+class BpeTokenizer : public Tokenizer {
  public:
   // Throws calibq::Error naming the file and key for anything it cannot read or does not support.
   static BpeTokenizer from_file(const std::string& tokenizer_json);
-  ~BpeTokenizer();
+  ~BpeTokenizer() override;
   BpeTokenizer(BpeTokenizer&&) noexcept;
   BpeTokenizer& operator=(BpeTokenizer&&) noexcept;
 
   // Token ids of `text`, with no special tokens added (add_special_tokens=False).
-  std::vector<int64_t> encode(const std::string& text) const;
+  std::vector<int64_t> encode(const std::string& text) const override;
   // With the post-processor's special tokens around it (add_special_tokens=True), e.g. BOS.
-  std::vector<int64_t> encode_with_special_tokens(const std::string& text) const;
-  std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const;
+  std::vector<int64_t> encode_with_special_tokens(const std::string& text) const override;
+  std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const override;
   // Throws for a token the vocabulary lacks.
-  int64_t token_id(const std::string& token) const;
-  size_t vocab_size() const { return id_to_token_.size(); }
+  int64_t token_id(const std::string& token) const override;
+  size_t vocab_size() const override { return id_to_token_.size(); }
 
  private:
   BpeTokenizer() = default;

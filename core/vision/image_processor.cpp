@@ -183,8 +183,11 @@ at::Tensor pixel_tensor(const RgbImage& img, const ImageProcessorConfig& c) {
           else v = static_cast<float>(u);
           break;
         case ResizeBackend::Pil:
-          // numpy path: rescale in float64 then float32, normalize in float32.
-          v = c.do_rescale ? static_cast<float>(static_cast<double>(u) * c.rescale_factor) : static_cast<float>(u);
+          // numpy path: rescale in float64 then float32, normalize in float32; ToTensor divides
+          // in float32.
+          v = !c.do_rescale         ? static_cast<float>(u)
+              : c.to_tensor_rescale ? static_cast<float>(u) / 255.0f
+                                    : static_cast<float>(static_cast<double>(u) * c.rescale_factor);
           if (c.do_normalize) v = (v - mean) / std;
           break;
       }
@@ -384,7 +387,7 @@ std::vector<RgbImage> crop_to_tiles(const RgbImage& image, const ImageProcessorC
                   &t.pixels[static_cast<size_t>(y * t.width * 3)]);
     tiles.push_back(std::move(t));
   }
-  if (tiles.size() > 1) tiles.push_back(resize_bicubic(image, c.size_width, c.size_height, c.backend));
+  if (tiles.size() > 1 && c.thumbnail) tiles.push_back(resize_bicubic(image, c.size_width, c.size_height, c.backend));
   return tiles;
 }
 

@@ -52,6 +52,10 @@ struct ImageProcessorConfig {
   // size_width on the grid whose aspect ratio is closest to the image's, plus a thumbnail.
   bool crop_to_patches = false;
   int64_t min_patches = 1, max_patches = 12;
+  bool thumbnail = true;  // with more than one tile, the whole image as one more
+  // Rescale as torchvision's ToTensor does (float32(u) / 255, then Normalize in float32): the
+  // original InternVL releases' load_image. Else the backend's own arithmetic.
+  bool to_tensor_rescale = false;
   // Qwen2VLImageProcessor: smart resize (both sides multiples of patch_size * merge_size, the
   // area within [min_pixels, max_pixels]), then patches of temporal_patch_size frames.
   bool smart_resize = false;
