@@ -98,6 +98,32 @@ TEST(LlavaGeneration, AnyQuantizerRunsInEveryLayerAndLosslessOnesChangeNothing) 
   }
 }
 
+// A model split by layers across devices: with two GPUs the layers sit on cuda:0 and cuda:1;
+// with one, on cuda:0 and the CPU (hidden states, RoPE tables and masks cross devices at the
+// layer boundary as they do between GPUs); without CUDA a split over {cpu, cpu} runs the same
+// code path without transfers. Always: the reference's logits and greedy tokens, padding included.
+TEST(ModelSplit, LayersAcrossDevicesGiveTheReferenceLogitsAndTokens) {
+  const int64_t gpus = at::hasCUDA() ? static_cast<int64_t>(at::getNumGPUs()) : 0;
+  const std::vector<at::Device> devices =
+      gpus >= 2   ? std::vector<at::Device>{at::Device(at::kCUDA, 0), at::Device(at::kCUDA, 1)}
+      : gpus == 1 ? std::vector<at::Device>{at::Device(at::kCUDA, 0), at::kCPU}
+                  : std::vector<at::Device>{at::kCPU, at::kCPU};
+  for (const std::string name : {"llava-gqa", "internvl-original-internlm2", "qwen2vl-padded", "llava-full-tied"}) {
+    const std::string dir = fixture(name);
+    auto model = load_model(dir, at::kFloat, devices);
+    ModelInputs in = inputs_of(dir);
+    auto ref = SafetensorsCheckpoint::open(dir + "/reference.safetensors");
+    EXPECT_LT((model->forward_logits(in).cpu() - ref.tensor("logits")).abs().max().item<double>(), 1e-4) << name;
+    EXPECT_TRUE(at::equal(model->generate_greedy(in, 6, {nullptr, nullptr, SegmentSet{}}).cpu(), ref.tensor("generated")))
+        << name;
+    KVCacheConfig kv{make_quantizer("calibquant:bits=1", KVRole::Key), make_quantizer("calibquant:bits=1", KVRole::Value),
+                     SegmentSet{}};
+    EXPECT_EQ(model->generate_greedy(in, 3, kv).size(1), in.input_ids.size(1) + 3) << name;
+  }
+  test::expect_error([&] { load_model(fixture("llava-gqa"), at::kFloat, std::vector<at::Device>(3, at::kCPU)); },
+                     {"3 devices for 2 decoder layers"});
+}
+
 TEST(ModelLoader, MissingExtraAndMisshapenTensorsAreErrors) {
   test::TempDir dir;
   const std::string src = fixture("llava-gqa");

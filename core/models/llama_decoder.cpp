@@ -1,8 +1,10 @@
 #include "core/models/llama_decoder.h"
 
+#include <c10/core/DeviceGuard.h>
 #include <torch/version.h>
 
 #include <cmath>
+#include <deque>
 
 #include "core/models/attention.h"
 #include "core/util/error.h"
@@ -13,10 +15,13 @@ DecoderWeights load_llama_decoder(WeightLoader& w, const TextConfig& c, const st
                                   const DecoderNames& n) {
   DecoderWeights d;
   const int64_t h = c.hidden_size, hd = c.head_dim, nq = c.num_attention_heads * hd, nkv = c.num_key_value_heads * hd;
+  const int64_t layers = c.num_hidden_layers;
   d.embed = w.take(p + n.embed, {c.vocab_size, h});
+  // Split across GPUs: the final norm and the head go with the last layer.
+  const at::Device first = w.set_device(w.layer_device(layers - 1, layers));
   d.norm = w.take(p + n.norm, {h});
   if (c.tie_word_embeddings) {
-    d.lm_head = d.embed;
+    d.lm_head = d.embed.to(d.norm.device());  // the same tensor on one device; a copy across two
     w.ignore_prefix(lm_head);  // some writers store the tied head anyway
   } else {
     d.lm_head = w.take(lm_head, {c.vocab_size, h});
@@ -35,7 +40,8 @@ DecoderWeights load_llama_decoder(WeightLoader& w, const TextConfig& c, const st
     k = x.select(1, groups).reshape(shape({nkv})).contiguous();
     v = x.select(1, groups + 1).reshape(shape({nkv})).contiguous();
   };
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+  for (int64_t i = 0; i < layers; ++i) {
+    w.set_device(w.layer_device(i, layers));
     const std::string l = p + "layers." + std::to_string(i) + ".";
     DecoderLayerWeights x;
     x.input_norm = w.take(l + n.input_norm, {h});
@@ -60,6 +66,7 @@ DecoderWeights load_llama_decoder(WeightLoader& w, const TextConfig& c, const st
     x.down = w.take(l + n.down, {h, c.intermediate_size});
     d.layers.push_back(std::move(x));
   }
+  w.set_device(first);
   return d;
 }
 
@@ -170,6 +177,24 @@ std::pair<at::Tensor, at::Tensor> LlamaDecoder::rope(const at::Tensor& positions
 }
 
 namespace {
+// A tensor and its copies on the devices of a decoder split across GPUs, each made once (the
+// RoPE tables and masks every layer reads).
+class PerDevice {
+ public:
+  explicit PerDevice(at::Tensor t) : t_(std::move(t)) {}
+  const at::Tensor& on(const at::Device& device) {
+    if (!t_.defined() || t_.device() == device) return t_;
+    for (const auto& [d, copy] : copies_)
+      if (d == device) return copy;
+    copies_.emplace_back(device, t_.to(device));
+    return copies_.back().second;
+  }
+
+ private:
+  at::Tensor t_;
+  std::deque<std::pair<at::Device, at::Tensor>> copies_;  // a deque: references stay valid
+};
+
 // x cos + rotate_half(x) sin with rotate_half(x) = [-x2, x1]: as a roll of x by half the head
 // dimension times sin with its first half negated (rope() returns it so), in three operations
 // (mul, roll, addcmul) instead of seven.
@@ -190,31 +215,48 @@ at::Tensor LlamaDecoder::mlp(const DecoderLayerWeights& l, const at::Tensor& x) 
 at::Tensor LlamaDecoder::run_layers(const at::Tensor& embeds, const at::Tensor& positions, const Attend& attend) const {
   const int64_t b = embeds.size(0), t = embeds.size(1), hd = config_.head_dim;
   const int64_t nh = config_.num_attention_heads, nkv = config_.num_key_value_heads;
-  auto [cos, sin] = rope(positions, embeds.scalar_type());
+  auto [cos0, sin0] = rope(positions, embeds.scalar_type());
+  PerDevice cos(cos0), sin(sin0);
   at::Tensor x = embeds;
   for (size_t i = 0; i < w_.layers.size(); ++i) {
     const auto& l = w_.layers[i];
+    // Split across GPUs: the hidden state follows the layer's weights; the guard makes the
+    // layer's device current for calibq's own kernels (ATen's ops guard themselves).
+    const at::Device dev = l.input_norm.device();
+    const c10::DeviceGuard guard(dev);
+    if (x.device() != dev) x = x.to(dev);
     at::Tensor h = rms_norm(x, l.input_norm);
     const at::Tensor qkv = linear(h, l.qkv, l.qkv_bias);
     at::Tensor q = qkv.narrow(-1, 0, nh * hd).view({b, t, nh, hd}).transpose(1, 2);
     at::Tensor k = qkv.narrow(-1, nh * hd, nkv * hd).view({b, t, nkv, hd}).transpose(1, 2);
     at::Tensor v = qkv.narrow(-1, (nh + nkv) * hd, nkv * hd).view({b, t, nkv, hd}).transpose(1, 2);
-    q = apply_rope(q, cos, sin);
-    k = apply_rope(k, cos, sin).contiguous();
+    q = apply_rope(q, cos.on(dev), sin.on(dev));
+    k = apply_rope(k, cos.on(dev), sin.on(dev)).contiguous();
     at::Tensor a = attend(i, q, k, v.contiguous()).transpose(1, 2).reshape({b, t, nh * hd});
     x = x + linear(a, l.o, l.o_bias);
     x = x + mlp(l, rms_norm(x, l.post_norm));
   }
+  if (x.device() != w_.norm.device()) x = x.to(w_.norm.device());
   return rms_norm(x, w_.norm);
 }
 
-at::Tensor LlamaDecoder::prefill(const at::Tensor& embeds, const at::Tensor& positions, const at::Tensor& mask,
+bool LlamaDecoder::spans_devices() const {
+  const at::Device first = w_.embed.device();
+  if (w_.lm_head.device() != first) return true;
+  for (const auto& l : w_.layers)
+    if (l.input_norm.device() != first) return true;
+  return false;
+}
+
+at::Tensor LlamaDecoder::prefill(const at::Tensor& embeds, const at::Tensor& positions, const at::Tensor& mask_on_first,
                                  std::vector<LayerKVCache>& caches, int64_t system_len, int64_t visual_len,
                                  const PrefillObserver& observe) const {
   if (caches.size() != w_.layers.size()) fail("LLaMA decoder: {} caches for {} layers", caches.size(), w_.layers.size());
   const int64_t groups = config_.num_attention_heads / config_.num_key_value_heads;
   const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+  PerDevice masks(mask_on_first);
   return run_layers(embeds, positions, [&](size_t i, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+    const at::Tensor& mask = masks.on(q.device());
     if (observe) observe(i, q, k, v);
     // Prefill attends in full precision (the paper's setting); the cache quantizes after.
     at::Tensor kr = k.repeat_interleave(groups, 1), vr = v.repeat_interleave(groups, 1);
@@ -247,9 +289,10 @@ at::Tensor LlamaDecoder::prefill(const at::Tensor& embeds, const at::Tensor& pos
 at::Tensor LlamaDecoder::decode(const at::Tensor& embeds, const at::Tensor& positions, std::vector<LayerKVCache>& caches,
                                 const at::Tensor& mask) const {
   const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+  PerDevice masks(mask);
   return run_layers(embeds, positions, [&](size_t i, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
     caches[i].append(k, v);
-    return caches[i].attend(q, scale, mask);
+    return caches[i].attend(q, scale, masks.on(q.device()));
   });
 }
 

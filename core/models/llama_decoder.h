@@ -75,6 +75,8 @@ class LlamaDecoder {
   // Final norm already applied by prefill/decode: hidden [B, T, H] -> logits [B, T, V].
   at::Tensor logits(const at::Tensor& hidden) const;
   const TextConfig& config() const { return config_; }
+  // Whether the layers sit on more than one device (a model split across GPUs).
+  bool spans_devices() const;
 
  private:
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w) const;

@@ -56,11 +56,20 @@ void check_half_on_cpu(const std::string& what, at::ScalarType dtype, at::Device
 }  // namespace
 
 std::unique_ptr<MultimodalModel> load_model(const std::string& dir, at::ScalarType dtype, at::Device device) {
-  check_half_on_cpu(dir, dtype, device);
+  return load_model(dir, dtype, std::vector<at::Device>{device});
+}
+
+std::unique_ptr<MultimodalModel> load_model(const std::string& dir, at::ScalarType dtype,
+                                            const std::vector<at::Device>& devices) {
+  if (devices.empty()) fail("{}: no device to load the model on", dir);
+  for (const at::Device& d : devices) check_half_on_cpu(dir, dtype, d);
   ModelConfig config = load_model_config(dir);
+  if (static_cast<int64_t>(devices.size()) > config.text.num_hidden_layers)
+    fail("{}: {} devices for {} decoder layers", dir, devices.size(), config.text.num_hidden_layers);
   SafetensorsCheckpoint ck = SafetensorsCheckpoint::open(dir);
-  WeightLoader weights(ck, model_family_name(config.family), dtype, device);
-  return make_model(std::move(config), weights, dtype, device);
+  WeightLoader weights(ck, model_family_name(config.family), dtype, devices.front());
+  if (devices.size() > 1) weights.split_layers(devices);
+  return make_model(std::move(config), weights, dtype, devices.front());
 }
 
 std::unique_ptr<MultimodalModel> random_model(const ModelConfig& config, at::ScalarType dtype, at::Device device,

@@ -93,6 +93,11 @@ class MultimodalModel {
 // file and tensor for anything missing, extra or misshapen.
 std::unique_ptr<MultimodalModel> load_model(const std::string& dir, at::ScalarType dtype = at::kFloat,
                                             at::Device device = at::kCPU);
+// A model larger than one GPU: the decoder's layers spread evenly over `devices` in order (the
+// first also holds the vision tower, the projector and the embeddings; the last the final norm
+// and the head); hidden states move between them at the layer boundaries.
+std::unique_ptr<MultimodalModel> load_model(const std::string& dir, at::ScalarType dtype,
+                                            const std::vector<at::Device>& devices);
 // The architecture `config` describes with random weights (N(0, 0.02^2), seeded): timing at
 // real sizes without a checkpoint (architectures.h names the real configurations).
 std::unique_ptr<MultimodalModel> random_model(const ModelConfig& config, at::ScalarType dtype, at::Device device,

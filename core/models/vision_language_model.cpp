@@ -159,7 +159,8 @@ class DecodeGraph {
   static std::unique_ptr<DecodeGraph> make(const LlamaDecoder& decoder, std::vector<LayerKVCache>& caches,
                                            const at::Tensor& positions) {
 #ifdef CALIBQ_WITH_CUDA
-    if (!positions.is_cuda() || decoder.config().rope.type == RopeType::Dynamic) return nullptr;  // dynamic RoPE reads the host
+    // Dynamic RoPE reads the host; a graph is captured on one device.
+    if (!positions.is_cuda() || decoder.config().rope.type == RopeType::Dynamic || decoder.spans_devices()) return nullptr;
     // Every cache is checked before any switches: a partly switched set would decode wrongly.
     for (const auto& c : caches)
       if (!c.graph_decode_possible()) return nullptr;

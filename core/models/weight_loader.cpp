@@ -45,6 +45,11 @@ at::Tensor WeightLoader::take_optional(const std::vector<std::string>& names, c1
   return {};
 }
 
+at::Device WeightLoader::layer_device(int64_t layer, int64_t layers) const {
+  if (split_.empty() || layers <= 0) return device_;
+  return split_[static_cast<size_t>(layer * static_cast<int64_t>(split_.size()) / layers)];
+}
+
 at::Tensor WeightLoader::take(const std::vector<std::string>& names, c10::IntArrayRef shape) {
   at::Tensor t = take_optional(names, shape);
   if (!t.defined())

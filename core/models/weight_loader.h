@@ -31,6 +31,18 @@ class WeightLoader {
   // Like take, or an undefined tensor when none of the names is there.
   at::Tensor take_optional(const std::vector<std::string>& names, c10::IntArrayRef shape);
   bool has(const std::string& name) const { return checkpoint_ && checkpoint_->contains(name); }
+  // Models larger than one GPU: the decoder's layers spread evenly over `devices` (the first
+  // also holds what comes before the layers, the last what comes after). Empty: all on the
+  // loader's device.
+  void split_layers(std::vector<at::Device> devices) { split_ = std::move(devices); }
+  // The device of layer `layer` of `layers` under the split (the loader's device without one).
+  at::Device layer_device(int64_t layer, int64_t layers) const;
+  // Where the next take()s put their tensors; returns the previous device.
+  at::Device set_device(at::Device device) {
+    const at::Device old = device_;
+    device_ = device;
+    return old;
+  }
   // Tensors with this prefix are allowed to stay unused (e.g. a vision tower's pooler).
   void ignore_prefix(const std::string& prefix) { ignorable_.push_back(prefix); }
 
@@ -48,6 +60,7 @@ class WeightLoader {
   at::Device device_;
   std::set<std::string> used_;
   std::vector<std::string> ignorable_;
+  std::vector<at::Device> split_;
   size_t renamed_ = 0;
   uint64_t bytes_ = 0;
 };

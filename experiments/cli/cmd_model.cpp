@@ -2,6 +2,7 @@
 // forward takes, for parity checks against transformers and for quantizer studies.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <memory>
@@ -31,6 +32,27 @@ at::Device parse_device(const std::string& s) {
   fail("--device '{}' is not cpu or cuda[:N]", s);
 }
 
+std::vector<at::Device> parse_devices(const std::string& s) {
+  if (s == "cuda:all") {
+    if (!at::hasCUDA()) fail("--device {}: this calibq has no CUDA device to run on", s);
+    std::vector<at::Device> all;
+    for (int i = 0; i < static_cast<int>(at::getNumGPUs()); ++i) all.emplace_back(at::kCUDA, static_cast<c10::DeviceIndex>(i));
+    return all;
+  }
+  std::vector<at::Device> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    const size_t comma = s.find(',', start);
+    const std::string one = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    const at::Device d = parse_device(one);
+    if (std::find(out.begin(), out.end(), d) != out.end()) fail("--device {}: {} is listed twice", s, one);
+    out.push_back(d);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
 namespace {
 
 // What `logits` and `generate` both take: the checkpoint, where it runs, and the KV cache.
@@ -42,7 +64,9 @@ struct ModelFlags {
 
 void add_model_flags(CLI::App* cmd, ModelFlags& f) {
   cmd->add_option("--dtype", f.dtype, "fp32, fp16 or bf16")->capture_default_str();
-  cmd->add_option("--device", f.device, "cpu or cuda[:N]")->capture_default_str();
+  cmd->add_option("--device", f.device,
+                  "cpu, cuda[:N], or several (cuda:0,cuda:1 or cuda:all): the decoder's layers split across them")
+      ->capture_default_str();
   cmd->add_option("--kv", f.kv, "quantizer for keys and values (e.g. calibquant:bits=1)");
   cmd->add_option("--kv-key", f.kv_key, "quantizer for keys (overrides --kv)");
   cmd->add_option("--kv-value", f.kv_value, "quantizer for values (overrides --kv)");
@@ -63,9 +87,9 @@ KVCacheConfig kv_config(const ModelFlags& o) {
 void run_logits(const LogitsOptions& o) {
   KVCacheConfig kv = kv_config(o);  // options first: a typo fails before the model loads
   const at::ScalarType dtype = parse_dtype(o.dtype);
-  const at::Device device = parse_device(o.device);
+  const std::vector<at::Device> devices = parse_devices(o.device);
   auto t0 = std::chrono::steady_clock::now();
-  auto model = load_model(o.model, dtype, device);
+  auto model = load_model(o.model, dtype, devices);
   std::cerr << model->load_report() << "\n";
   auto in_ck = SafetensorsCheckpoint::open(o.inputs);
   ModelInputs in;
@@ -92,7 +116,7 @@ void run_generate(const GenerateOptions& o) {
   KVCacheConfig kv = kv_config(o);
   RgbImage image;  // inputs first: a bad file fails before the model loads
   if (!o.image.empty()) image = read_rgb_image(o.image);
-  auto model = load_model(o.model, parse_dtype(o.dtype), parse_device(o.device));
+  auto model = load_model(o.model, parse_dtype(o.dtype), parse_devices(o.device));
   std::cerr << model->load_report() << "\n";
   ModelProcessor proc = ModelProcessor::load(o.model, model->config());
   ProcessedSample s = proc.process(o.image.empty() ? nullptr : &image, o.prompt);

@@ -28,5 +28,7 @@ void add_throughput_command(CLI::App* bench, const std::string& cmdline);
 // --dtype fp32|fp16|bf16 and --device cpu|cuda[:N], with errors naming the flag.
 at::ScalarType parse_dtype(const std::string& s);
 at::Device parse_device(const std::string& s);
+// One device, a comma-separated list, or cuda:all (every visible GPU): a model split by layers.
+std::vector<at::Device> parse_devices(const std::string& s);
 
 }  // namespace calibq::cli
