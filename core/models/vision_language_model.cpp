@@ -277,7 +277,7 @@ GenerationResult VisionLanguageModel::generate_parts(int64_t b, const InputsOf& 
   const bool padded = (mask == 0).any().item<bool>();
   at::Tensor key_mask;
   if (padded)
-    key_mask = at::zeros({b, 1, 1, t}, last.options().dtype(dtype_)).masked_fill(mask.view({b, 1, 1, t}) == 0, neg_inf());
+    key_mask = at::zeros({b, 1, 1, t}, mask.options().dtype(dtype_)).masked_fill(mask.view({b, 1, 1, t}) == 0, neg_inf());
   at::Tensor next_pos = nexts.size() == 1 ? nexts.front() : at::cat(nexts, 0);  // [B, 1]
   nexts.clear();
 
