@@ -48,7 +48,8 @@ TEST_P(ModelParity, LogitsAndGreedyTokensEqualTransformers) {
 INSTANTIATE_TEST_SUITE_P(Llava, ModelParity, ::testing::Values("llava-gqa", "llava-full-tied", "llava-llama3-rope"));
 // InternVL (transformers layout): InternViT + pixel shuffle + projector + Qwen2 decoder.
 INSTANTIATE_TEST_SUITE_P(InternVL, ModelParity,
-                         ::testing::Values("internvl-layernorm", "internvl-rmsnorm-qknorm", "internvl-original-internlm2"));
+                         ::testing::Values("internvl-layernorm", "internvl-rmsnorm-qknorm", "internvl-original-internlm2",
+                                           "internvl-original-long"));
 // Qwen2-VL: its vision tower (2D RoPE, per-frame attention, merger) and M-RoPE; a 4x6 grid,
 // two frames, and a sample with a masked token between its image and its text.
 INSTANTIATE_TEST_SUITE_P(Qwen2VL, ModelParity, ::testing::Values("qwen2vl-gqa", "qwen2vl-tied-frames", "qwen2vl-padded"));

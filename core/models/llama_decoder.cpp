@@ -92,7 +92,7 @@ LlamaDecoder::LlamaDecoder(TextConfig config, DecoderWeights weights) : config_(
   switch (r.type) {
     case RopeType::Default:
     case RopeType::Linear:
-    case RopeType::Dynamic:  // dynamic NTK: the default frequencies up to max_position_embeddings (checked in rope())
+    case RopeType::Dynamic:  // dynamic NTK: the default frequencies up to the original length (rope() scales beyond)
       break;
     case RopeType::MRope: {
       // Qwen2-VL: the rotary pairs split into (temporal, height, width) sections, each rotated
@@ -151,13 +151,26 @@ at::Tensor LlamaDecoder::rms_norm(const at::Tensor& x, const at::Tensor& w) cons
 }
 
 std::pair<at::Tensor, at::Tensor> LlamaDecoder::rope(const at::Tensor& positions, at::ScalarType dtype) const {
-  // transformers' dynamic NTK scaling changes the base only once a sequence outgrows
-  // max_position_embeddings; below that it is the default RoPE, which is what runs here.
-  if (config_.rope.type == RopeType::Dynamic && positions.numel() > 0 &&
-      positions.max().item<int64_t>() + 1 > config_.max_position_embeddings)
-    fail("LLaMA decoder: dynamic RoPE beyond max_position_embeddings ({}) is not implemented (position {})",
-         config_.max_position_embeddings, positions.max().item<int64_t>());
-  at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // [B, T, d/2] (M-RoPE: [3, B, T, d/2])
+  // transformers' dynamic NTK scaling: the default frequencies while the longest position
+  // seen (max(position_ids) + 1, over the batch) stays within original_max_position_embeddings;
+  // beyond it, the base grows to base * (factor * len / original - (factor - 1))^(d / (d - 2))
+  // for that forward (keys already cached keep the rotation they got, as there).
+  at::Tensor inv_freq = inv_freq_;
+  const RopeConfig& r = config_.rope;
+  if (r.type == RopeType::Dynamic && positions.numel() > 0) {
+    const int64_t len = positions.max().item<int64_t>() + 1;
+    const int64_t original = r.original_max_position_embeddings > 0 ? r.original_max_position_embeddings
+                                                                     : config_.max_position_embeddings;
+    if (len > original) {
+      // In float32 tensor arithmetic, as transformers computes it from a tensor seq_len.
+      const double d = static_cast<double>(config_.head_dim);
+      const at::Tensor seq = at::scalar_tensor(len, at::kLong);
+      const at::Tensor base = at::pow(seq * r.factor / static_cast<double>(original) - (r.factor - 1), d / (d - 2)) * r.theta;
+      const at::Tensor exps = at::arange(0, config_.head_dim, 2, at::kLong).to(at::kFloat) / d;
+      inv_freq = (1.0 / at::pow(base.to(at::kFloat), exps)).to(inv_freq_.device());
+    }
+  }
+  at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, d/2] (M-RoPE: [3, B, T, d/2])
   at::Tensor emb = at::cat({freqs, freqs}, -1);
   at::Tensor cos = emb.cos().to(dtype), sin = emb.sin().to(dtype);
   if (positions.dim() == 3) {
