@@ -258,5 +258,27 @@ TEST(DecodeGraph, ReplaysEqualEagerStepsAndTheCpu) {
   }
 }
 
+// Dynamic NTK RoPE (InternLM2): a graph while the steps stay within the original length (the
+// frequencies are fixed there), eager steps beyond it (they change every step); the reference's
+// tokens either way.
+TEST(DecodeGraph, DynamicRopeReplaysOnlyWithinItsOriginalLength) {
+  if (!kernels::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  for (const auto& [name, graphed] : {std::pair{"internvl-original-internlm2", true}, {"internvl-original-long", false}}) {
+    const std::string dir = fixture(name);
+    auto ck = SafetensorsCheckpoint::open(dir + "/inputs.safetensors");
+    ModelInputs in;
+    in.input_ids = ck.tensor("input_ids");
+    in.pixel_values = ck.tensor("pixel_values");
+    auto gpu = load_model(dir, at::kFloat, at::kCUDA);
+    GenerationConfig gen;
+    gen.max_new_tokens = 6;
+    const GenerationResult r = gpu->generate(in, gen, make_kv_cache_config("", "", "visual"));
+    EXPECT_EQ(r.cuda_graph, graphed) << name;
+    const at::Tensor want = SafetensorsCheckpoint::open(dir + "/reference.safetensors").tensor("generated");
+    for (int64_t s = 0; s < want.size(0); ++s)
+      for (int64_t j = 0; j < 6; ++j) EXPECT_EQ(r.tokens[s][j], want[s][in.input_ids.size(1) + j].item<int64_t>()) << name;
+  }
+}
+
 }  // namespace
 }  // namespace calibq
