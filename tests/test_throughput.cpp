@@ -258,12 +258,12 @@ TEST(DecodeGraph, ReplaysEqualEagerStepsAndTheCpu) {
   }
 }
 
-// Dynamic NTK RoPE (InternLM2): a graph while the steps stay within the original length (the
-// frequencies are fixed there), eager steps beyond it (they change every step); the reference's
-// tokens either way.
-TEST(DecodeGraph, DynamicRopeReplaysOnlyWithinItsOriginalLength) {
+// Dynamic NTK RoPE (InternLM2): the graph recomputes the frequencies from the positions on the
+// device every step, within the original length (fixed there) and beyond it (a new base every
+// step): the reference's tokens either way.
+TEST(DecodeGraph, DynamicRopeReplaysWithinAndBeyondItsOriginalLength) {
   if (!kernels::cuda_available()) GTEST_SKIP() << "no CUDA device";
-  for (const auto& [name, graphed] : {std::pair{"internvl-original-internlm2", true}, {"internvl-original-long", false}}) {
+  for (const std::string name : {"internvl-original-internlm2", "internvl-original-long"}) {
     const std::string dir = fixture(name);
     auto ck = SafetensorsCheckpoint::open(dir + "/inputs.safetensors");
     ModelInputs in;
@@ -273,7 +273,7 @@ TEST(DecodeGraph, DynamicRopeReplaysOnlyWithinItsOriginalLength) {
     GenerationConfig gen;
     gen.max_new_tokens = 6;
     const GenerationResult r = gpu->generate(in, gen, make_kv_cache_config("", "", "visual"));
-    EXPECT_EQ(r.cuda_graph, graphed) << name;
+    EXPECT_TRUE(r.cuda_graph) << name;
     const at::Tensor want = SafetensorsCheckpoint::open(dir + "/reference.safetensors").tensor("generated");
     for (int64_t s = 0; s < want.size(0); ++s)
       for (int64_t j = 0; j < 6; ++j) EXPECT_EQ(r.tokens[s][j], want[s][in.input_ids.size(1) + j].item<int64_t>()) << name;

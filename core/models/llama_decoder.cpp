@@ -154,21 +154,19 @@ std::pair<at::Tensor, at::Tensor> LlamaDecoder::rope(const at::Tensor& positions
   // transformers' dynamic NTK scaling: the default frequencies while the longest position
   // seen (max(position_ids) + 1, over the batch) stays within original_max_position_embeddings;
   // beyond it, the base grows to base * (factor * len / original - (factor - 1))^(d / (d - 2))
-  // for that forward (keys already cached keep the rotation they got, as there).
+  // for that forward (keys already cached keep the rotation they got, as there). Computed on
+  // the device in float32, as transformers does from its tensor seq_len, and chosen with a
+  // `where`: no host read, so a captured decode graph recomputes it every step.
   at::Tensor inv_freq = inv_freq_;
   const RopeConfig& r = config_.rope;
   if (r.type == RopeType::Dynamic && positions.numel() > 0) {
-    const int64_t len = positions.max().item<int64_t>() + 1;
     const int64_t original = r.original_max_position_embeddings > 0 ? r.original_max_position_embeddings
                                                                      : config_.max_position_embeddings;
-    if (len > original) {
-      // In float32 tensor arithmetic, as transformers computes it from a tensor seq_len.
-      const double d = static_cast<double>(config_.head_dim);
-      const at::Tensor seq = at::scalar_tensor(len, at::kLong);
-      const at::Tensor base = at::pow(seq * r.factor / static_cast<double>(original) - (r.factor - 1), d / (d - 2)) * r.theta;
-      const at::Tensor exps = at::arange(0, config_.head_dim, 2, at::kLong).to(at::kFloat) / d;
-      inv_freq = (1.0 / at::pow(base.to(at::kFloat), exps)).to(inv_freq_.device());
-    }
+    const double d = static_cast<double>(config_.head_dim);
+    const at::Tensor len = positions.max() + 1;
+    const at::Tensor base = at::pow(len * r.factor / static_cast<double>(original) - (r.factor - 1), d / (d - 2)) * r.theta;
+    const at::Tensor exps = at::arange(0, config_.head_dim, 2, positions.options()).to(at::kFloat) / d;
+    inv_freq = at::where(len > original, 1.0 / at::pow(base.to(at::kFloat), exps), inv_freq_);
   }
   at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, d/2] (M-RoPE: [3, B, T, d/2])
   at::Tensor emb = at::cat({freqs, freqs}, -1);

@@ -156,19 +156,12 @@ ModelInputs slice_inputs(const ModelInputs& in, int64_t begin, int64_t end, int6
 // replaying it runs every later step without the host issuing ~1,500 operations.
 class DecodeGraph {
  public:
-  // `steps`: at most how many steps the graph will run (dynamic RoPE must stay within its
-  // original length for them: beyond it the frequencies change with every step).
   static std::unique_ptr<DecodeGraph> make(const LlamaDecoder& decoder, std::vector<LayerKVCache>& caches,
-                                           const at::Tensor& positions, int64_t steps) {
+                                           const at::Tensor& positions) {
 #ifdef CALIBQ_WITH_CUDA
-    // A graph is captured on one device.
+    // A graph is captured on one device. (Dynamic RoPE recomputes its frequencies on the device
+    // from the positions, so its graph is right beyond the original length too.)
     if (!positions.is_cuda() || decoder.spans_devices()) return nullptr;
-    const RopeConfig& rope = decoder.config().rope;
-    if (rope.type == RopeType::Dynamic) {
-      const int64_t original = rope.original_max_position_embeddings > 0 ? rope.original_max_position_embeddings
-                                                                         : decoder.config().max_position_embeddings;
-      if (positions.max().item<int64_t>() + steps > original) return nullptr;
-    }
     // Every cache is checked before any switches: a partly switched set would decode wrongly.
     for (const auto& c : caches)
       if (!c.graph_decode_possible()) return nullptr;
@@ -190,7 +183,7 @@ class DecodeGraph {
     }
     return g;
 #else
-    (void)decoder, (void)caches, (void)positions, (void)steps;
+    (void)decoder, (void)caches, (void)positions;
     return nullptr;
 #endif
   }
@@ -330,7 +323,7 @@ GenerationResult VisionLanguageModel::generate_parts(int64_t b, const InputsOf& 
     next_pos = next_pos + 1;
     ++r.steps;
     // After one eager step (which also warms the kernels and cuBLAS up), the rest replay a graph.
-    if (i == 0 && gen.cuda_graph && !padded && gen.max_new_tokens > 2) graph = DecodeGraph::make(*decoder_, caches, next_pos, gen.max_new_tokens);
+    if (i == 0 && gen.cuda_graph && !padded && gen.max_new_tokens > 2) graph = DecodeGraph::make(*decoder_, caches, next_pos);
     r.cuda_graph = graph != nullptr;
   }
   const auto t2 = clock::now();
