@@ -45,7 +45,8 @@ TEST_P(ModelParity, LogitsAndGreedyTokensEqualTransformers) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Llava, ModelParity, ::testing::Values("llava-gqa", "llava-full-tied", "llava-llama3-rope"));
+INSTANTIATE_TEST_SUITE_P(Llava, ModelParity,
+                         ::testing::Values("llava-gqa", "llava-full-tied", "llava-llama3-rope", "llava-linear-rope"));
 // InternVL (transformers layout): InternViT + pixel shuffle + projector + Qwen2 decoder.
 INSTANTIATE_TEST_SUITE_P(InternVL, ModelParity,
                          ::testing::Values("internvl-layernorm", "internvl-rmsnorm-qknorm", "internvl-original-internlm2",
@@ -123,6 +124,22 @@ TEST(ModelSplit, LayersAcrossDevicesGiveTheReferenceLogitsAndTokens) {
   }
   test::expect_error([&] { load_model(fixture("llava-gqa"), at::kFloat, std::vector<at::Device>(3, at::kCPU)); },
                      {"3 devices for 2 decoder layers"});
+}
+
+TEST(ModelGeneration, ImageTokensOutOfOneRunAreOneClearError) {
+  // Forward takes image tokens anywhere (as transformers does); generate's KV cache needs them in
+  // one run, so text between them is refused rather than quantized as visual.
+  const std::string dir = fixture("llava-gqa");
+  auto model = load_model(dir);
+  ModelInputs in = inputs_of(dir);
+  const int64_t image = 319, last = in.input_ids.size(1) - 4;  // the last image token
+  ASSERT_EQ(in.input_ids[0][last].item<int64_t>(), image);
+  ASSERT_NE(in.input_ids[0][last + 1].item<int64_t>(), image);
+  in.input_ids.select(1, last + 1).fill_(image);
+  in.input_ids.select(1, last).fill_(20);
+  EXPECT_EQ(model->forward_logits(in).size(1), in.input_ids.size(1));
+  test::expect_error([&] { model->generate_greedy(in, 2, {nullptr, nullptr, SegmentSet{}}); },
+                     {"image tokens of a sample must form one run"});
 }
 
 TEST(ModelLoader, MissingExtraAndMisshapenTensorsAreErrors) {

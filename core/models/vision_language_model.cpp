@@ -242,6 +242,15 @@ GenerationResult VisionLanguageModel::generate_parts(int64_t b, const InputsOf& 
       fail("generate: the inputs of samples [{}, {}) hold {} samples", begin, end, in.input_ids.size(0));
     std::vector<LayerKVCache> caches = make_caches(kv);
     auto [embeds, s, v] = input_embeddings(in);
+    // The cache's [system | visual | text] layout needs the image tokens in one run (several
+    // images with text between them would put that text in the visual segment).
+    if (v > 0) {
+      const at::Tensor row = in.input_ids[0].to(at::kCPU);
+      const int64_t in_run = (row.narrow(0, s, v) == *config_.image_token_id).sum().item<int64_t>();
+      if (in_run != v)
+        fail("generate: the {} image tokens of a sample must form one run (the KV cache's visual segment); "
+             "these are spread with other tokens between them (several images per sample)", v);
+    }
     if (t >= 0 && (s != sys || v != vis || embeds.size(1) != t))
       fail("generate: micro-batches differ in layout ({} system, {} image, {} tokens against {}, {}, {})", s, v,
            embeds.size(1), sys, vis, t);
