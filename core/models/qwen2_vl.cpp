@@ -183,8 +183,7 @@ class Qwen2VLModel : public VisionLanguageModel {
   // it; text after an image continues from the largest position so far plus one. Masked
   // tokens sit at 0 (transformers 5.17; its 4.x releases put them at 1: only the masked
   // rows' own logits differ); decoding continues from each sample's largest position plus one.
-  RopePositions rope_positions(const ModelInputs& in, const at::Tensor& mask, bool generating) const override {
-    (void)generating;
+  RopePositions rope_positions(const ModelInputs& in, const at::Tensor& mask, bool /*generating*/) const override {
     const at::Tensor ids = in.input_ids.to(at::kCPU, at::kLong).contiguous();
     const at::Tensor keep = mask.to(at::kCPU).contiguous();
     const int64_t b = ids.size(0), t = ids.size(1), m = config_.vision->spatial_merge_size;

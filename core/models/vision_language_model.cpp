@@ -46,12 +46,11 @@ at::Tensor VisionLanguageModel::mask_of(const ModelInputs& in) const {
   return in.attention_mask.defined() ? in.attention_mask.to(opts) : at::ones(in.input_ids.sizes(), opts);
 }
 
-VisionLanguageModel::RopePositions VisionLanguageModel::rope_positions(const ModelInputs& in, const at::Tensor& mask,
-                                                                       bool generating) const {
+VisionLanguageModel::RopePositions VisionLanguageModel::rope_positions(const ModelInputs& /*inputs*/,
+                                                                       const at::Tensor& mask, bool generating) const {
   const int64_t b = mask.size(0), t = mask.size(1);
   if (!generating)  // transformers' forward: 0 .. T-1, padding not skipped
     return {at::arange(t, mask.options()).unsqueeze(0).expand({b, t}), at::full({b, 1}, t, mask.options())};
-  (void)in;
   // generate: the unmasked tokens counted (cumsum(mask) - 1), padded ones at 1.
   return {(mask.cumsum(1) - 1).masked_fill(mask == 0, 1), mask.sum(1, true)};
 }
