@@ -43,7 +43,9 @@ struct PipelineFixture {
     EXPECT_LE((samples[i].pixel_values - want_px).abs().max().item<double>(), 1e-5) << c["image"];
     GenerationResult r = model->generate(proc->collate({samples[i]}), g, {nullptr, nullptr, SegmentSet{}});
     EXPECT_EQ(r.tokens[0], want(i)) << c["image"];
-    if (c.contains("text")) EXPECT_EQ(proc->decode(r.tokens[0]), c["text"].get<std::string>());
+    if (c.contains("text")) {
+      EXPECT_EQ(proc->decode(r.tokens[0]), c["text"].get<std::string>());
+    }
   }
 
   nlohmann::json ref;

@@ -63,7 +63,7 @@ Built build(const Case& c) {
   in.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
   for (int64_t len : {c.system, c.text}) {
     kernels::FullKV f{random_kv(c.batch, c.kv_heads, len, c.head_dim, true).to(c.dtype),
-                      random_kv(c.batch, c.kv_heads, len, c.head_dim, false).to(c.dtype), {}};
+                      random_kv(c.batch, c.kv_heads, len, c.head_dim, false).to(c.dtype), {}, {}};
     if (c.mask && len > 1) {  // the first tokens of each sequence but the last padded away
       f.mask = at::zeros({c.batch, len});
       for (int64_t b = 0; b + 1 < c.batch; ++b) f.mask[b].narrow(0, 0, std::min<int64_t>(len - 1, b + 1)).fill_(-INFINITY);
