@@ -72,6 +72,28 @@ TEST(Qwen2VL, KVQuantizersRunInEveryLayerOverTheImageTokens) {
   EXPECT_TRUE(at::equal(q.narrow(1, 0, in.input_ids.size(1)), in.input_ids));
 }
 
+TEST(Qwen2VL, MissingAndMisshapenTensorsNameKeyAndFamily) {
+  test::TempDir dir;
+  const std::string src = fixture("qwen2vl-gqa");
+  std::filesystem::copy_file(src + "/config.json", dir.file("config.json"));
+  const NamedTensors tensors = read_safetensors(src + "/model.safetensors");
+  auto write = [&](const std::string& drop, const std::string& shrink) {
+    NamedTensors t;
+    for (auto [name, x] : tensors) {
+      if (name == drop) continue;
+      if (name == shrink) x = x.narrow(0, 0, x.size(0) - 1);
+      t.emplace_back(name, x);
+    }
+    write_safetensors(dir.file("model.safetensors"), t);
+  };
+  write("visual.blocks.1.attn.qkv.weight", "");
+  test::expect_error([&] { load_model(dir.path().string()); },
+                     {"qwen2_vl: tensor 'visual.blocks.1.attn.qkv.weight' is missing"});
+  write("", "visual.merger.mlp.2.weight");
+  test::expect_error([&] { load_model(dir.path().string()); },
+                     {"model.safetensors", "tensor 'visual.merger.mlp.2.weight' has shape [63, 128]", "implies [64, 128]"});
+}
+
 TEST(Qwen2VL, BadGridsAreOneClearError) {
   const std::string dir = fixture("qwen2vl-gqa");
   auto model = load_model(dir);
