@@ -117,8 +117,8 @@ LlamaDecoder::LlamaDecoder(TextConfig config, DecoderWeights weights) : config_(
   }
   // As transformers computes it: float32 exponents of an int64 arange.
   const int64_t d = config_.head_dim;
-  at::Tensor exps = at::arange(0, d, 2, at::kLong).to(at::kFloat) / static_cast<double>(d);
-  inv_freq_ = 1.0 / at::pow(at::scalar_tensor(r.theta, at::kFloat), exps);
+  rope_exponents_ = at::arange(0, d, 2, at::kLong).to(at::kFloat) / static_cast<double>(d);
+  inv_freq_ = 1.0 / at::pow(at::scalar_tensor(r.theta, at::kFloat), rope_exponents_);
   if (r.type == RopeType::Linear) inv_freq_ = inv_freq_ / r.factor;
   if (r.type == RopeType::Llama3) {
     // transformers' _compute_llama3_parameters, in its float32 arithmetic: long wavelengths
@@ -134,6 +134,7 @@ LlamaDecoder::LlamaDecoder(TextConfig config, DecoderWeights weights) : config_(
     inv_freq_ = at::where(medium, smoothed, scaled);
   }
   inv_freq_ = inv_freq_.to(w_.embed.device());
+  rope_exponents_ = rope_exponents_.to(w_.embed.device());
 }
 
 at::Tensor LlamaDecoder::embed(const at::Tensor& ids) const { return at::embedding(w_.embed, ids); }
@@ -165,8 +166,7 @@ std::pair<at::Tensor, at::Tensor> LlamaDecoder::rope(const at::Tensor& positions
     const double d = static_cast<double>(config_.head_dim);
     const at::Tensor len = positions.max() + 1;
     const at::Tensor base = at::pow(len * r.factor / static_cast<double>(original) - (r.factor - 1), d / (d - 2)) * r.theta;
-    const at::Tensor exps = at::arange(0, config_.head_dim, 2, positions.options()).to(at::kFloat) / d;
-    inv_freq = at::where(len > original, 1.0 / at::pow(base.to(at::kFloat), exps), inv_freq_);
+    inv_freq = at::where(len > original, 1.0 / at::pow(base.to(at::kFloat), rope_exponents_), inv_freq_);
   }
   at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, d/2] (M-RoPE: [3, B, T, d/2])
   at::Tensor emb = at::cat({freqs, freqs}, -1);

@@ -89,6 +89,7 @@ class LlamaDecoder {
 
   TextConfig config_;
   DecoderWeights w_;
+  at::Tensor rope_exponents_;  // float32 [head_dim / 2]: 0, 2, 4, ... over head_dim (the dynamic base's too)
   at::Tensor inv_freq_;  // float32 [head_dim / 2]
   at::Tensor mrope_axis_;  // M-RoPE: per column of cos/sin, the position axis (0 t, 1 h, 2 w) it takes
 };

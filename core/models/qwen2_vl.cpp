@@ -191,9 +191,11 @@ class Qwen2VLModel : public VisionLanguageModel {
     auto p = pos.accessor<int64_t, 3>();
     auto id = ids.accessor<int64_t, 2>();
     auto k = keep.accessor<int64_t, 2>();
-    at::Tensor grid = in.image_grid_thw.defined() ? in.image_grid_thw.to(at::kCPU, at::kLong).contiguous() : at::Tensor();
-    const int64_t images = grid.defined() ? grid.size(0) : 0;
-    const int64_t image_token = *config_.image_token_id;
+    // Without pixels, image tokens are text (as get_rope_index without image_grid_thw).
+    const bool with_images = in.pixel_values.defined() && in.image_grid_thw.defined();
+    const at::Tensor grid = with_images ? in.image_grid_thw.to(at::kCPU, at::kLong).contiguous() : at::zeros({0, 3}, at::kLong);
+    const auto g = grid.accessor<int64_t, 2>();
+    const int64_t images = grid.size(0), image_token = *config_.image_token_id;
     int64_t image = 0;  // images are numbered across the batch, in order
     for (int64_t s = 0; s < b; ++s) {
       int64_t next_pos = 0;  // the position the next text token takes
@@ -202,16 +204,14 @@ class Qwen2VLModel : public VisionLanguageModel {
           ++j;
           continue;
         }
-        if (id[s][j] != image_token || !pixels_given(in)) {
+        if (id[s][j] != image_token || !with_images) {
           for (int a = 0; a < 3; ++a) p[a][s][j] = next_pos;
           ++next_pos, ++j;
           continue;
         }
         if (image >= images) fail("qwen2_vl: more images in input_ids than rows of image_grid_thw ({})", images);
-        const int64_t gt = grid[image][0].item<int64_t>(), gh = grid[image][1].item<int64_t>() / m,
-                      gw = grid[image][2].item<int64_t>() / m;
+        const int64_t gt = g[image][0], gh = g[image][1] / m, gw = g[image][2] / m;
         ++image;
-        int64_t largest = next_pos;
         for (int64_t f = 0; f < gt; ++f)
           for (int64_t r = 0; r < gh; ++r)
             for (int64_t c = 0; c < gw; ++c) {
@@ -220,10 +220,9 @@ class Qwen2VLModel : public VisionLanguageModel {
                 fail("qwen2_vl: sample {} has fewer image tokens than image_grid_thw row {} implies ({})", s, image - 1,
                      gt * gh * gw);
               p[0][s][j] = next_pos + f, p[1][s][j] = next_pos + r, p[2][s][j] = next_pos + c;
-              largest = std::max({largest, next_pos + f, next_pos + r, next_pos + c});
               ++j;
             }
-        next_pos = largest + 1;
+        next_pos += std::max({gt, gh, gw});  // one past the image's largest position
       }
       next[s][0] = next_pos;
     }
@@ -231,7 +230,6 @@ class Qwen2VLModel : public VisionLanguageModel {
   }
 
  private:
-  static bool pixels_given(const ModelInputs& in) { return in.pixel_values.defined() && in.image_grid_thw.defined(); }
   std::unique_ptr<Qwen2VisionTower> vision_;
 };
 

@@ -77,7 +77,7 @@ at::Tensor VisionLanguageModel::prefill_mask(const ModelInputs& in, const at::Te
   return mask;
 }
 
-std::tuple<at::Tensor, int64_t, int64_t> VisionLanguageModel::input_embeddings(const ModelInputs& in) const {
+VisionLanguageModel::Embedded VisionLanguageModel::input_embeddings(const ModelInputs& in) const {
   const std::string family = model_family_name(config_.family);
   at::Tensor ids = in.input_ids.to(device_);
   if (ids.dim() != 2) fail("{}: input_ids must be [batch, seq], got {}", family, shape_str(ids.sizes()));
@@ -86,7 +86,7 @@ std::tuple<at::Tensor, int64_t, int64_t> VisionLanguageModel::input_embeddings(c
   const int64_t n_image = is_image.sum().item<int64_t>();
   if (!in.pixel_values.defined()) {
     if (n_image > 0) fail("{}: {} image tokens but no pixel_values", family, n_image);
-    return {embeds, ids.size(1), 0};
+    return {embeds, ids.size(1), 0, true};
   }
   at::Tensor f = image_features(in.pixel_values.to(device_, dtype_), in.image_grid_thw);
   if (f.numel() / f.size(-1) != n_image)
@@ -98,23 +98,24 @@ std::tuple<at::Tensor, int64_t, int64_t> VisionLanguageModel::input_embeddings(c
       fail("{}: every sample of a batch must have its image tokens at the same positions", family);
   at::Tensor pos = is_image[0].nonzero().flatten();
   const int64_t sys = pos.numel() ? pos[0].item<int64_t>() : ids.size(1);
-  return {embeds, sys, pos.numel()};
+  const bool one_run = pos.numel() == 0 || pos[-1].item<int64_t>() - sys + 1 == pos.numel();
+  return {embeds, sys, pos.numel(), one_run};
 }
 
 at::Tensor VisionLanguageModel::forward_logits(const ModelInputs& in) {
   std::vector<LayerKVCache> caches = make_caches({nullptr, nullptr, SegmentSet::parse("none")});
-  auto [embeds, sys, vis] = input_embeddings(in);
-  at::Tensor hidden = decoder_->prefill(embeds, rope_positions(in, mask_of(in), false).positions, prefill_mask(in, embeds),
-                                        caches, sys, vis);
+  const Embedded e = input_embeddings(in);
+  at::Tensor hidden = decoder_->prefill(e.embeds, rope_positions(in, mask_of(in), false).positions,
+                                        prefill_mask(in, e.embeds), caches, e.system_len, e.visual_len);
   return decoder_->logits(hidden).to(at::kFloat);
 }
 
 std::pair<int64_t, int64_t> VisionLanguageModel::observe_prefill(const ModelInputs& in, const PrefillObserver& observe) {
   std::vector<LayerKVCache> caches = make_caches({nullptr, nullptr, SegmentSet::parse("none")});
-  auto [embeds, sys, vis] = input_embeddings(in);
-  decoder_->prefill(embeds, rope_positions(in, mask_of(in), false).positions, prefill_mask(in, embeds), caches, sys, vis,
-                    observe);
-  return {sys, vis};
+  const Embedded e = input_embeddings(in);
+  decoder_->prefill(e.embeds, rope_positions(in, mask_of(in), false).positions, prefill_mask(in, e.embeds), caches,
+                    e.system_len, e.visual_len, observe);
+  return {e.system_len, e.visual_len};
 }
 
 at::Tensor VisionLanguageModel::generate_greedy(const ModelInputs& in, int64_t new_tokens, const KVCacheConfig& kv) {
@@ -240,16 +241,14 @@ GenerationResult VisionLanguageModel::generate_parts(int64_t b, const InputsOf& 
     if (in.input_ids.size(0) != end - begin)
       fail("generate: the inputs of samples [{}, {}) hold {} samples", begin, end, in.input_ids.size(0));
     std::vector<LayerKVCache> caches = make_caches(kv);
-    auto [embeds, s, v] = input_embeddings(in);
+    const Embedded e = input_embeddings(in);
+    const at::Tensor& embeds = e.embeds;
+    const int64_t s = e.system_len, v = e.visual_len;
     // The cache's [system | visual | text] layout needs the image tokens in one run (several
     // images with text between them would put that text in the visual segment).
-    if (v > 0) {
-      const at::Tensor row = in.input_ids[0].to(at::kCPU);
-      const int64_t in_run = (row.narrow(0, s, v) == *config_.image_token_id).sum().item<int64_t>();
-      if (in_run != v)
-        fail("generate: the {} image tokens of a sample must form one run (the KV cache's visual segment); "
-             "these are spread with other tokens between them (several images per sample)", v);
-    }
+    if (!e.visual_one_run)
+      fail("generate: the {} image tokens of a sample must form one run (the KV cache's visual segment); "
+           "these are spread with other tokens between them (several images per sample)", v);
     if (t >= 0 && (s != sys || v != vis || embeds.size(1) != t))
       fail("generate: micro-batches differ in layout ({} system, {} image, {} tokens against {}, {}, {})", s, v,
            embeds.size(1), sys, vis, t);

@@ -5,7 +5,6 @@
 
 #include <memory>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "core/models/llama_decoder.h"
@@ -58,8 +57,14 @@ class VisionLanguageModel : public MultimodalModel {
   at::Tensor neg_inf() const;
   at::Tensor prefill_mask(const ModelInputs& in, const at::Tensor& embeds) const;
   // Embeddings with image features in place; the system length (tokens before the first
-  // image token) and the visual length.
-  std::tuple<at::Tensor, int64_t, int64_t> input_embeddings(const ModelInputs& in) const;
+  // image token), the visual length, and whether the image tokens form one run (several
+  // images with text between them do not: the cache's visual segment cannot hold them).
+  struct Embedded {
+    at::Tensor embeds;
+    int64_t system_len = 0, visual_len = 0;
+    bool visual_one_run = true;
+  };
+  Embedded input_embeddings(const ModelInputs& in) const;
 };
 
 // The first prefix under which `probe` exists in the checkpoint (else the first prefix).

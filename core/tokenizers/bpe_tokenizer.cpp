@@ -444,22 +444,10 @@ std::vector<int64_t> BpeTokenizer::encode(const std::string& text) const {
     else split_and_encode(text.substr(from, n));
   };
   // Added tokens first: the leftmost match, longest first at a position.
-  size_t start = 0, i = 0;
-  while (i < text.size()) {
-    bool matched = false;
-    for (const auto& [content, id] : added_) {
-      if (!content.empty() && text.compare(i, content.size(), content) == 0) {
-        if (i > start) segment(start, i - start);
-        out.push_back(id);
-        i += content.size();
-        start = i;
-        matched = true;
-        break;
-      }
-    }
-    if (!matched) ++i;
+  for (const TextPiece& p : split_on_added_tokens(text, added_, [](const auto& a) -> const std::string& { return a.first; })) {
+    if (p.added >= 0) out.push_back(added_[static_cast<size_t>(p.added)].second);
+    else segment(p.begin, p.length);
   }
-  if (start < text.size()) segment(start, text.size() - start);
   if (md) pcre2_match_data_free(md);
   return out;
 }

@@ -158,48 +158,28 @@ std::vector<int64_t> SentencePieceTokenizer::encode_text(const std::string& text
 }
 
 std::vector<int64_t> SentencePieceTokenizer::encode(const std::string& text) const {
-  // transformers' tokenize(): split on the added tokens (a trie: leftmost, then longest),
-  // strip the text beside those with rstrip / lstrip, encode each piece of text on its own.
-  struct Part {
-    std::string text;
-    const Added* token = nullptr;
-  };
-  std::vector<Part> parts;
-  std::string pending;
-  for (size_t i = 0; i < text.size();) {
-    const Added* hit = nullptr;
-    for (const Added& a : added_)
-      if (!a.content.empty() && text.compare(i, a.content.size(), a.content) == 0) {
-        hit = &a;
-        break;
-      }
-    if (!hit) {
-      pending += text[i++];
-      continue;
+  // transformers' tokenize(): split on the added tokens, strip the text beside those with
+  // rstrip / lstrip, encode each piece of text on its own.
+  std::vector<TextPiece> pieces =
+      split_on_added_tokens(text, added_, [](const Added& a) -> const std::string& { return a.content; });
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    if (pieces[i].added < 0) continue;
+    const Added& a = added_[static_cast<size_t>(pieces[i].added)];
+    if (a.rstrip && i + 1 < pieces.size() && pieces[i + 1].added < 0) {
+      TextPiece& r = pieces[i + 1];
+      while (r.length > 0 && is_space(text[r.begin])) ++r.begin, --r.length;
     }
-    if (!pending.empty()) parts.push_back({std::move(pending), nullptr});
-    pending.clear();
-    parts.push_back({hit->content, hit});
-    i += hit->content.size();
-  }
-  if (!pending.empty()) parts.push_back({std::move(pending), nullptr});
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (!parts[i].token) continue;
-    if (parts[i].token->rstrip && i + 1 < parts.size() && !parts[i + 1].token) {
-      std::string& r = parts[i + 1].text;
-      r.erase(r.begin(), std::find_if(r.begin(), r.end(), [](char c) { return !is_space(c); }));
-    }
-    if (parts[i].token->lstrip && i > 0 && !parts[i - 1].token) {
-      std::string& l = parts[i - 1].text;
-      l.erase(std::find_if(l.rbegin(), l.rend(), [](char c) { return !is_space(c); }).base(), l.end());
+    if (a.lstrip && i > 0 && pieces[i - 1].added < 0) {
+      TextPiece& l = pieces[i - 1];
+      while (l.length > 0 && is_space(text[l.begin + l.length - 1])) --l.length;
     }
   }
   std::vector<int64_t> ids;
-  for (const Part& p : parts) {
-    if (p.token) {
-      ids.push_back(p.token->id);
+  for (const TextPiece& p : pieces) {
+    if (p.added >= 0) {
+      ids.push_back(added_[static_cast<size_t>(p.added)].id);
     } else {
-      const std::vector<int64_t> piece = encode_text(p.text);
+      const std::vector<int64_t> piece = encode_text(text.substr(p.begin, p.length));
       ids.insert(ids.end(), piece.begin(), piece.end());
     }
   }

@@ -162,6 +162,11 @@ void read_size(const json& j, const std::string& key, const std::string& where, 
 }  // namespace
 
 namespace {
+void check_rgb(const RgbImage& image) {
+  if (image.width <= 0 || image.height <= 0 || image.pixels.size() != static_cast<size_t>(image.width * image.height * 3))
+    fail("preprocess: image of {}x{} with {} bytes is not 8-bit RGB", image.width, image.height, image.pixels.size());
+}
+
 // Rescale and normalize, in the arithmetic of the backend's library, to [3, H, W] float32.
 at::Tensor pixel_tensor(const RgbImage& img, const ImageProcessorConfig& c) {
 
@@ -275,8 +280,7 @@ ImageProcessorConfig ImageProcessorConfig::from_model_dir(const std::string& dir
 }
 
 at::Tensor preprocess_image(const RgbImage& input, const ImageProcessorConfig& c) {
-  if (input.width <= 0 || input.height <= 0 || input.pixels.size() != static_cast<size_t>(input.width * input.height * 3))
-    fail("preprocess: image of {}x{} with {} bytes is not 8-bit RGB", input.width, input.height, input.pixels.size());
+  check_rgb(input);
   RgbImage img = input;
   if (c.do_pad) {
     std::array<uint8_t, 3> fill{};
@@ -321,16 +325,16 @@ std::pair<int64_t, int64_t> smart_resize(int64_t height, int64_t width, int64_t 
 
 ImagePatches preprocess_image_patches(const RgbImage& input, const ImageProcessorConfig& c) {
   if (!c.smart_resize) fail("preprocess: {} does not cut images into patches", c.type);
-  if (input.width <= 0 || input.height <= 0 || input.pixels.size() != static_cast<size_t>(input.width * input.height * 3))
-    fail("preprocess: image of {}x{} with {} bytes is not 8-bit RGB", input.width, input.height, input.pixels.size());
+  check_rgb(input);
   const int64_t factor = c.patch_size * c.merge_size;
-  RgbImage img = input;
+  if (!c.do_resize && (input.height % factor != 0 || input.width % factor != 0))
+    fail("preprocess: without do_resize a {}x{} image must have sides divisible by {}", input.width, input.height, factor);
+  RgbImage resized;
   if (c.do_resize) {
     const auto [h, w] = smart_resize(input.height, input.width, factor, c.min_pixels, c.max_pixels);
-    img = resize_bicubic(input, w, h, c.backend);
-  } else if (img.height % factor != 0 || img.width % factor != 0) {
-    fail("preprocess: without do_resize a {}x{} image must have sides divisible by {}", img.width, img.height, factor);
+    resized = resize_bicubic(input, w, h, c.backend);
   }
+  const RgbImage& img = c.do_resize ? resized : input;
   const int64_t tp = c.temporal_patch_size, ps = c.patch_size, m = c.merge_size;
   const int64_t gh = img.height / ps, gw = img.width / ps;
   // One image is one frame, repeated to fill the temporal patch (transformers pads a clip
