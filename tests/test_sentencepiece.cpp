@@ -1,6 +1,7 @@
 // SentencePieceTokenizer (tokenizer.model through libsentencepiece, loaded into this process
 // beside LibTorch) against the sentencepiece library's own ids and transformers' slow
-// tokenizers' added-token rule, on tests/data/tokenizers/spm-model
+// tokenizers' added-token rule, on tests/data/tokenizers/spm-model and spm-model-raw-spaces (whose
+// model keeps whitespace, so that stripping beside an added token shows in the ids)
 // (scripts/fixtures/make_sentencepiece_model_fixtures.py).
 #include <gtest/gtest.h>
 
@@ -15,13 +16,16 @@
 namespace calibq {
 namespace {
 
-const std::string kDir = std::string(CALIBQ_TEST_DATA) + "/tokenizers/spm-model";
+std::string dir_of(const std::string& name) { return std::string(CALIBQ_TEST_DATA) + "/tokenizers/" + name; }
 
 std::vector<int64_t> ids_of(const nlohmann::json& v) { return v.get<std::vector<int64_t>>(); }
 
-TEST(SentencePieceModel, IdsAndTextEqualTheSentencepieceLibrary) {
-  auto tok = SentencePieceTokenizer::from_file(kDir + "/tokenizer.model");  // no config: no added tokens
-  const nlohmann::json ref = read_json_file(kDir + "/reference_ids.json");
+class SentencePieceModels : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SentencePieceModels, IdsAndTextEqualTheSentencepieceLibrary) {
+  const std::string dir = dir_of(GetParam());
+  auto tok = SentencePieceTokenizer::from_file(dir + "/tokenizer.model");  // no config: no added tokens
+  const nlohmann::json ref = read_json_file(dir + "/reference_ids.json");
   ASSERT_GE(ref["cases"].size(), 300u);
   for (const auto& c : ref["cases"]) {
     const std::string text = c["text"].get<std::string>();
@@ -34,9 +38,10 @@ TEST(SentencePieceModel, IdsAndTextEqualTheSentencepieceLibrary) {
   test::expect_error([&] { tok->token_id("<no such piece>"); }, {"tokenizer.model", "'<no such piece>' is not in the vocabulary"});
 }
 
-TEST(SentencePieceModel, AddedTokensSplitFirstAsSlowTokenizersDo) {
-  auto tok = load_tokenizer(kDir);  // no tokenizer.json: tokenizer.model with tokenizer_config.json
-  const nlohmann::json ref = read_json_file(kDir + "/reference_ids.json");
+TEST_P(SentencePieceModels, AddedTokensSplitFirstAsSlowTokenizersDo) {
+  const std::string dir = dir_of(GetParam());
+  auto tok = load_tokenizer(dir);  // no tokenizer.json: tokenizer.model with tokenizer_config.json
+  const nlohmann::json ref = read_json_file(dir + "/reference_ids.json");
   size_t with_added = 0;
   for (const auto& c : ref["cases"]) {
     const std::string text = c["text"].get<std::string>();
@@ -50,6 +55,16 @@ TEST(SentencePieceModel, AddedTokensSplitFirstAsSlowTokenizersDo) {
   const auto ids = tok->encode("<|im_start|>hello<|im_end|>");
   EXPECT_EQ(tok->decode(ids, true), "hello");
   EXPECT_EQ(tok->decode(ids, false), "<|im_start|>hello<|im_end|>");
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, SentencePieceModels, ::testing::Values("spm-model", "spm-model-raw-spaces"));
+
+TEST(SentencePieceModel, StrippingBesideAnAddedTokenShowsWhereSpacesAreKept) {
+  // <image> has lstrip and rstrip in the raw-spaces fixture: the spaces next to it go.
+  auto tok = load_tokenizer(dir_of("spm-model-raw-spaces"));
+  EXPECT_EQ(tok->encode("<image>   after"), tok->encode("<image>after"));
+  EXPECT_EQ(tok->encode("before   <image>"), tok->encode("before<image>"));
+  EXPECT_NE(tok->encode("   after"), tok->encode("after"));  // the model itself keeps them
 }
 
 TEST(SentencePieceModel, MissingAndCorruptFilesAreOneClearError) {
