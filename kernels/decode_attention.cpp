@@ -117,13 +117,14 @@ at::Tensor decode_attention(const DecodeAttentionInputs& in) {
   s.q = q.data_ptr<float>();
 
   // Splits: enough blocks to fill the GPU twice over, chunks no shorter than 64 tokens, and
-  // shared memory within 100 KiB so that two blocks fit an SM. Full-precision segments keep a
-  // block's scores in shared memory: within 24 KiB (about 900 tokens at GQA 4) so that eight
+  // shared memory within 100 KiB so that two blocks fit an SM. The CUDA-core kernel for
+  // full-precision segments (float32, or head dims the tensor-core kernel does not take) keeps
+  // a block's scores in shared memory: within 24 KiB (about 900 tokens at GQA 4) so that eight
   // blocks fit an SM; a large batch of long sequences otherwise ran one split of 3.5k tokens per
   // block, three blocks per SM, too few loads in flight for the bandwidth. Measured on the H100
   // side by side (B = 125, H = 8, G = 4, 41 + 3486 tokens): 100 KiB 1.86 ms, 24 KiB 1.40 ms,
-  // 12 KiB 1.73 ms (the merge of more splits); G = 1 shapes unchanged.
-  // CALIBQ_FULL_SEGMENT_SMEM_KIB overrides it for side-by-side measurements.
+  // 12 KiB 1.73 ms (the merge of more splits); G = 1 shapes unchanged. (The tensor-core kernel
+  // takes 0.62 ms there.) CALIBQ_FULL_SEGMENT_SMEM_KIB overrides it for side-by-side measurements.
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t rows = B * H;
   const size_t smem_limit = 100 * 1024;
@@ -162,11 +163,29 @@ at::Tensor decode_attention(const DecodeAttentionInputs& in) {
     if (f.length.defined()) a.length_dev = f.length.data_ptr<int>();
     a.type = in.q.scalar_type() == at::kHalf ? cuda::KVType::F16
              : in.q.scalar_type() == at::kBFloat16 ? cuda::KVType::BF16 : cuda::KVType::F32;
-    a.splits =
-        static_cast<int>(choose(a.length, [&](int64_t c) { return cuda::full_segment_shared_bytes(s, c); }, full_smem_limit));
-    a.split_offset = total;
-    total += a.splits;
     fulls.push_back(a);
+  }
+  // 16-bit segments: one launch of the tensor-core kernel over all of them, split so that
+  // its resident blocks (two per SM at head_dim 128) are filled, with at least 8 tiles (128
+  // tokens, two per warp) per split. Otherwise (float32, other head dims) the CUDA-core
+  // kernel, one launch per segment, its scores in shared memory.
+  const int full_count = static_cast<int>(fulls.size());
+  const bool flash = cuda::full_segments_flash(s, fulls.data(), full_count);
+  int flash_splits = 0, flash_offset = 0;
+  if (flash) {
+    const int tiles = cuda::full_segments_flash_tiles(fulls.data(), full_count);
+    const int64_t resident = sms * cuda::full_segments_flash_blocks_per_sm(static_cast<int>(D));
+    flash_splits = static_cast<int>(in.splits > 0 ? std::min<int64_t>(in.splits, tiles)
+                                                  : std::clamp<int64_t>((resident + rows - 1) / rows, 1, std::max(1, tiles / 8)));
+    flash_offset = total;
+    total += flash_splits;
+  } else {
+    for (auto& a : fulls) {
+      a.splits = static_cast<int>(
+          choose(a.length, [&](int64_t c) { return cuda::full_segment_shared_bytes(s, c); }, full_smem_limit));
+      a.split_offset = total;
+      total += a.splits;
+    }
   }
   cuda::PackedSegmentArgs p;
   at::Tensor minmax;
@@ -217,7 +236,11 @@ at::Tensor decode_attention(const DecodeAttentionInputs& in) {
   s.part_ml = part_ml.data_ptr<float>();
   at::Tensor out = at::empty({B, Hq, D}, q.options());
   cudaStream_t stream = current_stream(q);
-  for (const auto& a : fulls) check_cuda(cuda::launch_full_segment(s, a, stream), "decode_attention (full segment)");
+  if (flash)
+    check_cuda(cuda::launch_full_segments_flash(s, fulls.data(), full_count, flash_splits, flash_offset, stream),
+               "decode_attention (16-bit segments)");
+  else
+    for (const auto& a : fulls) check_cuda(cuda::launch_full_segment(s, a, stream), "decode_attention (full segment)");
   if (p.length > 0) check_cuda(cuda::launch_packed_segment(s, p, stream), "decode_attention (packed segment)");
   check_cuda(cuda::launch_merge(s, out.data_ptr<float>(), stream), "decode_attention (merge)");
   return out.to(in.q.scalar_type());

@@ -358,6 +358,320 @@ __global__ void __launch_bounds__(kFullThreads) full_segment_kernel(DecodeShape 
   if (threadIdx.x < G) write_partial(s, bh, threadIdx.x, split_index, row_max[threadIdx.x], row_sum[threadIdx.x]);
 }
 
+// ---------------------------------------------------------------- 16-bit segments on the tensor cores
+//
+// Flash decoding for fp16/bf16 K and V. The full-precision segments of a step (system and text
+// tokens) are one virtual sequence of 16-token tiles (a tile never straddles two segments), cut
+// into splits; each warp of a block streams every fourth tile of its split through its own
+// kFlashStages-deep ring in shared memory (cp.async: no block barrier in the loop), and keeps
+// an online softmax and the output in registers; the block's warps combine at the end.
+//   scores:  S^T = Q K^T on mma.m16n8k16: A = Q (heads x channels), B = K (channels x tokens)
+//            read from the token rows with ldmatrix;
+//   values:  O^T = P V: A = P straight from the score fragments (FlashAttention-2's layout
+//            identity: the C fragment of two 8-token tiles is the A fragment of one 16-token
+//            k-step), B = V with ldmatrix.trans.
+// The 16 rows of A hold the G <= 8 query heads twice: row g = hi = T(q), row 8 + g = lo =
+// T(q - hi), and the two rows' products are added, so q keeps ~22 (fp16) / ~16 (bf16) bits
+// rather than being rounded to 16-bit; P goes in the same way. The rows are there anyway (an
+// mma has 16), so the precision costs no tensor-core work.
+// Shared memory rows are D 16-bit elements; their 16-byte chunks are XOR-swizzled by row so that
+// the eight rows an ldmatrix reads fall in different banks.
+
+constexpr int kFlashWarps = 4;
+constexpr int kFlashThreads = kFlashWarps * 32;
+constexpr int kFlashTile = 16;
+constexpr int kFlashStages = 3;
+
+// The kernel's rings (kFlashStages tiles of K and V per warp); the combine at the end reuses them.
+inline size_t flash_shared_bytes(int head_dim) {
+  return static_cast<size_t>(kFlashWarps) * kFlashStages * 2 * kFlashTile * head_dim * 2;
+}
+
+// fp16 or bf16 operands of mma.m16n8k16 (float accumulators): rounding, packing a pair, the mma.
+template <typename T>
+struct Mma16 {
+  static constexpr bool kHalf = std::is_same<T, __half>::value;
+  static __device__ __forceinline__ float round(float x) {
+    if constexpr (kHalf) return __half2float(__float2half_rn(x));
+    else return __bfloat162float(__float2bfloat16_rn(x));
+  }
+  static __device__ __forceinline__ uint32_t pack(float a, float b) {
+    uint32_t bits;
+    if constexpr (kHalf) {
+      const __half2 h = __floats2half2_rn(a, b);
+      memcpy(&bits, &h, 4);
+    } else {
+      const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+      memcpy(&bits, &h, 4);
+    }
+    return bits;
+  }
+  static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if constexpr (kHalf)
+      asm volatile(
+          "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+          : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+      asm volatile(
+          "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+          : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+    __trap();
+#endif
+  }
+};
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+template <bool Trans>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  if constexpr (Trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const void* smem) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(a));
+#else
+  __trap();
+#endif
+}
+
+// Element offset of 16-byte chunk c of row r in a tile of rows of D elements (D / 8 chunks):
+// power-of-two chunk counts are XOR-swizzled so that 8 consecutive rows at one chunk hit 8
+// different 16-byte bank groups; others (D = 80, 96) keep their order (2-4 way conflicts).
+template <int D>
+__device__ __forceinline__ int flash_offset(int r, int c) {
+  constexpr int C = D / 8;
+  if constexpr (C >= 8 && (C & (C - 1)) == 0) return r * D + ((c ^ (r & 7)) << 3);
+  else if constexpr (C == 4) return r * D + ((c ^ ((r >> 1) & 3)) << 3);
+  else return r * D + (c << 3);
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kFlashThreads) full_segment_flash_kernel(DecodeShape s, FullSegmentList f) {
+  extern __shared__ __align__(16) unsigned char flash_smem[];
+  constexpr int C = D / 8, KT = D / 16, NT = D / 8, kTileElems = kFlashTile * D;
+  using M = Mma16<T>;
+  const int bh = blockIdx.x, b = bh / s.kv_heads, G = s.groups;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+  const int t0 = blockIdx.y * f.tiles_per_split, t1 = min(t0 + f.tiles_per_split, f.first_tile[f.count]);
+  T* ring = reinterpret_cast<T*>(flash_smem) + warp * kFlashStages * 2 * kTileElems;
+
+  // Valid tokens per segment (a device-side length bounds the buffer's, for CUDA graphs).
+  int valid[kMaxFullSegments];
+#pragma unroll
+  for (int j = 0; j < kMaxFullSegments; ++j)
+    valid[j] = j < f.count ? (f.seg[j].length_dev ? min(static_cast<int64_t>(*f.seg[j].length_dev), f.seg[j].length)
+                                                  : f.seg[j].length)
+                           : 0;
+  // A tile's K, V and mask rows and its count of valid rows (segments picked by unrolled
+  // selects: a parameter array indexed at run time would go through local memory).
+  struct TileRef {
+    const T* k;
+    const T* v;
+    const float* mask;
+    int rows;
+  };
+  auto locate = [&](int t) {
+    TileRef r{nullptr, nullptr, nullptr, 0};
+#pragma unroll
+    for (int j = 0; j < kMaxFullSegments; ++j)
+      if (j < f.count && t >= f.first_tile[j]) {
+        const FullSegmentArgs& a = f.seg[j];
+        const int n = (t - f.first_tile[j]) * kFlashTile;
+        r.k = static_cast<const T*>(a.k) + static_cast<int64_t>(bh) * a.k_head_stride + static_cast<int64_t>(n) * D;
+        r.v = static_cast<const T*>(a.v) + static_cast<int64_t>(bh) * a.v_head_stride + static_cast<int64_t>(n) * D;
+        r.mask = a.mask ? a.mask + static_cast<int64_t>(b) * a.length + n : nullptr;
+        r.rows = valid[j] - n;
+      }
+    return r;
+  };
+  auto load_tile = [&](int i, int stage) {
+    const int t = t0 + warp + i * kFlashWarps;
+    if (t < t1) {
+      const TileRef tr = locate(t);
+      T* sk = ring + stage * 2 * kTileElems;
+#pragma unroll
+      for (int c = lane; c < kFlashTile * C; c += 32) {
+        const int r = c / C, ch = c % C;
+        const bool ok = r < tr.rows;
+        cp_async16(sk + flash_offset<D>(r, ch), ok ? tr.k + r * D + ch * 8 : tr.k, ok);
+        cp_async16(sk + kTileElems + flash_offset<D>(r, ch), ok ? tr.v + r * D + ch * 8 : tr.v, ok);
+      }
+    }
+    cp_async_commit();
+  };
+  const int mine = t1 - t0 - warp > 0 ? (t1 - t0 - warp + kFlashWarps - 1) / kFlashWarps : 0;
+#pragma unroll
+  for (int i = 0; i < kFlashStages - 1; ++i) load_tile(i, i);
+
+  // Q as A fragments: row gq = hi, row gq + 8 = lo of query head gq (zero for gq >= G).
+  uint32_t qa[KT][4];
+  {
+    const float* q = s.q + (static_cast<int64_t>(bh) * G + gq) * D;
+#pragma unroll
+    for (int ks = 0; ks < KT; ++ks)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int d = ks * 16 + half * 8 + 2 * tq;
+        const float x = gq < G ? q[d] : 0.f, y = gq < G ? q[d + 1] : 0.f;
+        const float hx = M::round(x), hy = M::round(y);
+        qa[ks][half * 2] = M::pack(hx, hy);
+        qa[ks][half * 2 + 1] = M::pack(x - hx, y - hy);
+      }
+  }
+
+  float acc[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+  float row_m = -INFINITY, row_l = 0.f;  // of head gq, over this warp's tokens
+
+  for (int i = 0; i < mine; ++i) {
+    load_tile(i + kFlashStages - 1, (i + kFlashStages - 1) % kFlashStages);
+    cp_async_wait<kFlashStages - 1>();
+    __syncwarp();
+    const T* sk = ring + (i % kFlashStages) * 2 * kTileElems;
+    const T* sv = sk + kTileElems;
+
+    // Scores of tokens 8 nt + 2 tq (+1): hi row + lo row.
+    float sacc[2][4];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      sacc[nt][0] = sacc[nt][1] = sacc[nt][2] = sacc[nt][3] = 0.f;
+      const int r = nt * 8 + (lane & 7);
+#pragma unroll
+      for (int ks = 0; ks + 1 < KT; ks += 2) {
+        uint32_t kb[4];
+        ldmatrix_x4<false>(kb, sk + flash_offset<D>(r, ks * 2 + (lane >> 3)));
+        M::mma(sacc[nt], qa[ks], kb[0], kb[1]);
+        M::mma(sacc[nt], qa[ks + 1], kb[2], kb[3]);
+      }
+      if constexpr (KT % 2 == 1) {
+        uint32_t kb[2];
+        ldmatrix_x2(kb, sk + flash_offset<D>(r, (KT - 1) * 2 + ((lane >> 3) & 1)));
+        M::mma(sacc[nt], qa[KT - 1], kb[0], kb[1]);
+      }
+    }
+    const TileRef tr = locate(t0 + warp + i * kFlashWarps);
+    float sc[2][2];
+    float tmax = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int r = nt * 8 + 2 * tq + e;
+        float v = -INFINITY;
+        if (r < tr.rows) v = sacc[nt][e] + sacc[nt][e + 2] + (tr.mask ? __ldg(tr.mask + r) : 0.f);
+        sc[nt][e] = v;
+        tmax = fmaxf(tmax, v);
+      }
+    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+    const float m_new = fmaxf(row_m, tmax);
+    if (__any_sync(0xffffffffu, m_new != row_m)) {
+      const float factor = m_new == row_m ? 1.f : (row_m == -INFINITY ? 0.f : __expf(row_m - m_new));
+      row_l *= factor;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[nt][e] *= factor;
+    }
+    row_m = m_new;
+    const float shift = row_m == -INFINITY ? 0.f : row_m;
+    uint32_t pa[4];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      const float p0 = gq < G ? __expf(sc[nt][0] - shift) : 0.f, p1 = gq < G ? __expf(sc[nt][1] - shift) : 0.f;
+      row_l += p0 + p1;
+      const float h0 = M::round(p0), h1 = M::round(p1);
+      pa[nt * 2] = M::pack(h0, h1);
+      pa[nt * 2 + 1] = M::pack(p0 - h0, p1 - h1);
+    }
+    // Values: output tiles of 8 channels, two per ldmatrix.
+#pragma unroll
+    for (int np = 0; np < NT / 2; ++np) {
+      uint32_t vb[4];
+      const int mi = lane >> 3, r = (mi & 1) * 8 + (lane & 7);
+      ldmatrix_x4<true>(vb, sv + flash_offset<D>(r, np * 2 + (mi >> 1)));
+      M::mma(acc[np * 2], pa, vb[0], vb[1]);
+      M::mma(acc[np * 2 + 1], pa, vb[2], vb[3]);
+    }
+    __syncwarp();
+  }
+  cp_async_wait<0>();
+  row_l += __shfl_xor_sync(0xffffffffu, row_l, 1);
+  row_l += __shfl_xor_sync(0xffffffffu, row_l, 2);
+
+  // Combine the warps: rescale each to the block's maximum, sum through shared memory.
+  __syncthreads();
+  float* wm = reinterpret_cast<float*>(flash_smem);  // [warps][8]
+  float* wl = wm + kFlashWarps * 8;                   // [warps][8]
+  float* red = wl + kFlashWarps * 8;                  // [warps][8][D]
+  if (tq == 0) {
+    wm[warp * 8 + gq] = row_m;
+    wl[warp * 8 + gq] = row_l;
+  }
+  __syncthreads();
+  float block_m = -INFINITY;
+#pragma unroll
+  for (int w = 0; w < kFlashWarps; ++w) block_m = fmaxf(block_m, wm[w * 8 + gq]);
+  const float factor = row_m == -INFINITY ? 0.f : __expf(row_m - block_m);
+  if (gq < G)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      float* o = red + (warp * 8 + gq) * D + nt * 8 + 2 * tq;
+      o[0] = (acc[nt][0] + acc[nt][2]) * factor;
+      o[1] = (acc[nt][1] + acc[nt][3]) * factor;
+    }
+  __syncthreads();
+  const int split_index = f.split_offset + blockIdx.y;
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    float sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < kFlashWarps; ++w) sum += red[w * 8 * D + i];
+    partial_out(s, bh, i / D, split_index)[i % D] = sum;
+  }
+  if (threadIdx.x < G) {
+    const int g = threadIdx.x;
+    float m = -INFINITY, l = 0.f;
+    for (int w = 0; w < kFlashWarps; ++w) m = fmaxf(m, wm[w * 8 + g]);
+    for (int w = 0; w < kFlashWarps; ++w)
+      if (wm[w * 8 + g] != -INFINITY) l += __expf(wm[w * 8 + g] - m) * wl[w * 8 + g];
+    write_partial(s, bh, g, split_index, m, l);
+  }
+}
+
 // ---------------------------------------------------------------- the packed segment
 
 struct PackedLayout {
@@ -805,17 +1119,6 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
 // Fragment layouts are PTX's for mma.m16n8k16 .f16: lane (g = lane / 4, t = lane % 4) holds
 // A pairs (row g [+8], k 2t [+8]), B pairs (k 2t [+8], column g) and C (row g [+8], column 2t [+1]).
 
-__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#else
-  __trap();
-#endif
-}
-
 // Codes at bits `shift` and `shift + 16` of w as an fp16 pair (0.0 or 1.0 each).
 __device__ __forceinline__ uint32_t code_pair(uint32_t w, int shift) { return ((w >> shift) & 0x00010001u) * 0x3C00u; }
 
@@ -953,8 +1256,8 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
           const int sh = 8 * st + tq;
           const uint32_t af[4] = {code_pair(kw[k][0][w], sh), code_pair(kw[k][1][w], sh), code_pair(kw[k][0][w], sh + 4),
                                   code_pair(kw[k][1][w], sh + 4)};
-          mma_f16(acc, af, qb[w][st][0][0], qb[w][st][1][0]);
-          mma_f16(acc, af, qb[w][st][0][1], qb[w][st][1][1]);
+          Mma16<__half>::mma(acc, af, qb[w][st][0][0], qb[w][st][1][0]);
+          Mma16<__half>::mma(acc, af, qb[w][st][0][1], qb[w][st][1][1]);
         }
       }
 #pragma unroll
@@ -1096,7 +1399,7 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
         const int sh = 8 * st + tq;
         const uint32_t af[4] = {code_pair(vw[k][0], sh), code_pair(vw[k][1], sh), code_pair(vw[k][0], sh + 4),
                                 code_pair(vw[k][1], sh + 4)};
-        mma_f16(acc, af, b.x, b.y);
+        Mma16<__half>::mma(acc, af, b.x, b.y);
       }
     }
   }
@@ -1187,6 +1490,27 @@ cudaError_t with_groups(int groups, Fn&& fn) {
   return cudaErrorInvalidValue;
 }
 
+template <typename T, int D>
+cudaError_t launch_flash_typed(const DecodeShape& s, const FullSegmentList& f, int splits, cudaStream_t stream) {
+  const size_t bytes = flash_shared_bytes(D);
+  auto kernel = full_segment_flash_kernel<T, D>;
+  if (cudaError_t e = allow_shared(kernel, bytes); e != cudaSuccess) return e;
+  kernel<<<dim3(s.batch * s.kv_heads, splits), kFlashThreads, bytes, stream>>>(s, f);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t launch_flash_dims(const DecodeShape& s, const FullSegmentList& f, int splits, cudaStream_t stream) {
+  switch (s.head_dim) {
+    case 32: return launch_flash_typed<T, 32>(s, f, splits, stream);
+    case 64: return launch_flash_typed<T, 64>(s, f, splits, stream);
+    case 80: return launch_flash_typed<T, 80>(s, f, splits, stream);
+    case 96: return launch_flash_typed<T, 96>(s, f, splits, stream);
+    case 128: return launch_flash_typed<T, 128>(s, f, splits, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
 template <typename T>
 cudaError_t launch_full_groups(const DecodeShape& s, const FullSegmentArgs& a, cudaStream_t stream) {
   return with_groups(s.groups, [&](auto g) { return launch_full_typed<T, decltype(g)::value>(s, a, stream); });
@@ -1221,6 +1545,66 @@ cudaError_t launch_packed_typed(const DecodeShape& s, const PackedSegmentArgs& a
 }
 
 }  // namespace
+
+// CALIBQ_FULL_KERNEL=loop keeps the CUDA-core kernel for 16-bit segments too (for benchmarks
+// side by side).
+static bool flash_allowed() {
+  static const bool loop = [] {
+    const char* v = std::getenv("CALIBQ_FULL_KERNEL");
+    return v != nullptr && std::string(v) == "loop";
+  }();
+  return !loop;
+}
+
+bool full_segments_flash(const DecodeShape& s, const FullSegmentArgs* a, int count) {
+  if (count < 1 || count > kMaxFullSegments || !flash_allowed() || s.groups > 8) return false;
+  const int D = s.head_dim;
+  if (D != 32 && D != 64 && D != 80 && D != 96 && D != 128) return false;
+  for (int i = 0; i < count; ++i) {
+    const FullSegmentArgs& x = a[i];
+    if (x.type == KVType::F32 || x.type != a[0].type) return false;
+    // cp.async moves 16-byte chunks: rows and (b, h) strides 16-byte aligned.
+    if (reinterpret_cast<uintptr_t>(x.k) % 16 != 0 || reinterpret_cast<uintptr_t>(x.v) % 16 != 0) return false;
+    if ((x.k_head_stride * 2) % 16 != 0 || (x.v_head_stride * 2) % 16 != 0) return false;
+    if (x.length > (int64_t{1} << 30)) return false;
+  }
+  return true;
+}
+
+int full_segments_flash_tiles(const FullSegmentArgs* a, int count) {
+  int64_t tiles = 0;
+  for (int i = 0; i < count; ++i) tiles += (a[i].length + kFlashTile - 1) / kFlashTile;
+  return static_cast<int>(tiles);
+}
+
+int full_segments_flash_blocks_per_sm(int head_dim) {
+  return std::max(1, std::min(16, static_cast<int>((227 * 1024) / flash_shared_bytes(head_dim))));
+}
+
+cudaError_t launch_full_segments_flash(const DecodeShape& s, const FullSegmentArgs* a, int count, int splits,
+                                       int split_offset, cudaStream_t stream) {
+  if (!full_segments_flash(s, a, count)) return cudaErrorInvalidValue;
+  FullSegmentList f;
+  f.count = count;
+  f.first_tile[0] = 0;
+  for (int i = 0; i < count; ++i) {
+    f.seg[i] = a[i];
+    f.first_tile[i + 1] = f.first_tile[i] + static_cast<int>((a[i].length + kFlashTile - 1) / kFlashTile);
+  }
+  for (int i = count + 1; i <= kMaxFullSegments; ++i) f.first_tile[i] = f.first_tile[count];
+  const int tiles = f.first_tile[count];
+  if (tiles == 0) return cudaSuccess;
+  splits = std::max(1, std::min(splits, tiles));
+  f.tiles_per_split = (tiles + splits - 1) / splits;
+  f.split_offset = split_offset;
+  // Every split slot is written (an empty one as max -inf), as the merge reads them all.
+  switch (a[0].type) {
+    case KVType::F16: return launch_flash_dims<__half>(s, f, splits, stream);
+    case KVType::BF16: return launch_flash_dims<__nv_bfloat16>(s, f, splits, stream);
+    case KVType::F32: break;
+  }
+  return cudaErrorInvalidValue;
+}
 
 size_t full_segment_shared_bytes(const DecodeShape& s, int64_t chunk) {
   const int64_t G = s.groups, D = s.head_dim;

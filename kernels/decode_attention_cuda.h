@@ -31,6 +31,15 @@ struct FullSegmentArgs {
   int splits = 1, split_offset = 0;
 };
 
+// The full-precision segments of one step, attended by one launch of the tensor-core kernel
+// as one sequence of 16-token tiles (each segment's tiles from its own buffers).
+constexpr int kMaxFullSegments = 4;
+struct FullSegmentList {
+  FullSegmentArgs seg[kMaxFullSegments];
+  int first_tile[kMaxFullSegments + 1] = {};  // tiles of segment j: [first_tile[j], first_tile[j + 1])
+  int count = 0, tiles_per_split = 1, split_offset = 0;
+};
+
 struct PackedSegmentArgs {
   const uint8_t* k_packed = nullptr;  // [B, H, N, row_bytes]
   const float* k_scale = nullptr;     // channel axis: [B, H, D]; token axis: [B, H, N]
@@ -57,6 +66,15 @@ struct PackedSegmentArgs {
 size_t packed_segment_shared_bytes(const DecodeShape& s, int bits, int row_bytes, int64_t chunk);
 size_t full_segment_shared_bytes(const DecodeShape& s, int64_t chunk);
 cudaError_t launch_full_segment(const DecodeShape& s, const FullSegmentArgs& a, cudaStream_t stream);
+// The tensor-core (flash-decoding) kernel for 16-bit segments: whether it takes these (fp16 or
+// bf16 alike, head_dim 32/64/80/96/128, 16-byte aligned rows, at most kMaxFullSegments), their
+// 16-token tiles, how many of its blocks fit an SM, and one launch over all of them that
+// writes split slots [split_offset, split_offset + splits). CALIBQ_FULL_KERNEL=loop turns it off.
+bool full_segments_flash(const DecodeShape& s, const FullSegmentArgs* a, int count);
+int full_segments_flash_tiles(const FullSegmentArgs* a, int count);
+int full_segments_flash_blocks_per_sm(int head_dim);
+cudaError_t launch_full_segments_flash(const DecodeShape& s, const FullSegmentArgs* a, int count, int splits,
+                                       int split_offset, cudaStream_t stream);
 cudaError_t launch_packed_segment(const DecodeShape& s, const PackedSegmentArgs& a, cudaStream_t stream);
 // packed [rows, N, D/8] 1-bit codes -> words [rows, ceil(N/32), D] (bit i of word (w, d) = code of token 32w + i, channel d).
 cudaError_t launch_token_words(const uint8_t* packed, uint32_t* words, int64_t rows, int64_t n, int d, cudaStream_t stream);

@@ -200,6 +200,54 @@ TEST_P(DecodeAttention, MatchesAttentionOnTheDequantizedCache) {
   }
 }
 
+// 16-bit segments alone (on CUDA the tensor-core kernel: tiles of 16 tokens across segments,
+// splits, warps' online softmax): lengths off the tile size, one to three segments, masks,
+// a device-side length below the buffer's, every head dim the kernel takes and GQA 1-8.
+TEST_P(DecodeAttention, SixteenBitSegmentsOfAnyLength) {
+  at::manual_seed(17);
+  std::mt19937 rng(23);
+  auto pick = [&](std::initializer_list<int64_t> v) { return *(v.begin() + rng() % v.size()); };
+  for (int i = 0; i < 24; ++i) {
+    const int64_t B = pick({1, 2, 3}), H = pick({1, 2}), G = pick({1, 3, 4, 8}), D = pick({32, 64, 80, 96, 128});
+    const at::ScalarType dtype = rng() % 2 ? at::kHalf : at::kBFloat16;
+    DecodeAttentionInputs in;
+    in.q = at::randn({B, H * G, D}).to(dtype);
+    in.scale = 1.0 / std::sqrt(static_cast<double>(D));
+    in.splits = pick({0, 0, 1, 3, 7});
+    const int64_t segments = pick({1, 2, 3});
+    for (int64_t j = 0; j < segments; ++j) {
+      const int64_t len = pick({1, 15, 16, 17, 41, 300, 1027});
+      kernels::FullKV f{random_kv(B, H, len, D, true).to(dtype), random_kv(B, H, len, D, false).to(dtype), {}, {}};
+      if (rng() % 2 && len > 1) {
+        f.mask = at::zeros({B, len});
+        for (int64_t b = 0; b + 1 < B; ++b) f.mask[b].narrow(0, 0, std::min<int64_t>(len - 1, 5 * b + 3)).fill_(-INFINITY);
+      }
+      if (rng() % 3 == 0) f.length = at::full({1}, static_cast<int>(rng() % len) + 1, at::kInt);
+      in.full.push_back(f);
+    }
+    // The reference over the valid tokens only.
+    DecodeAttentionInputs valid = in;
+    for (auto& f : valid.full)
+      if (f.length.defined()) {
+        const int64_t n = f.length.item<int>();
+        f.k = f.k.narrow(2, 0, n);
+        f.v = f.v.narrow(2, 0, n);
+        if (f.mask.defined()) f.mask = f.mask.narrow(1, 0, n);
+        f.length = at::Tensor();
+      }
+    const at::Tensor want = expected_attention(valid);
+    DecodeAttentionInputs dev = to_device(in, GetParam());
+    for (auto& f : dev.full)
+      if (f.length.defined()) f.length = f.length.to(GetParam());
+    const at::Tensor got = kernels::decode_attention(dev).cpu().to(at::kDouble);
+    const double eps = dtype == at::kHalf ? 1e-3 : 8e-3;
+    const double err = (got - want).abs().max().item<double>();
+    EXPECT_LE(err, 2 * eps * want.abs().max().item<double>())
+        << "B=" << B << " H=" << H << " G=" << G << " D=" << D << " " << c10::toString(dtype) << " segments=" << segments
+        << " splits=" << in.splits;
+  }
+}
+
 TEST_P(DecodeAttention, RejectsMisshapenInputs) {
   Built b = build({1, 2, 2, 64, 2, 9, 3, 1, ScaleAxis::Channel, ScaleAxis::Channel, true, false, at::kFloat, 0});
   auto in = to_device(b.in, GetParam());
