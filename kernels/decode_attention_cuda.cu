@@ -111,6 +111,30 @@ __device__ __forceinline__ void calibration_affine(float lo, float hi, const Pac
   beta = (lo + a.calib_a) - alpha * lo;
 }
 
+// A split's calibration of one row from its score range [lo, hi]: with several splits under
+// calibration, the min/max pass records the range (minmax_only) and the second pass maps the
+// range over every split; alpha s + beta is the calibrated score (alpha = 1, beta = 0
+// without calibration) and row_max the split's largest one (either end when alpha < 0).
+__device__ __forceinline__ void split_calibration(const PackedSegmentArgs& a, int bh, int G, int g, int split,
+                                                  bool minmax_only, int len, float lo, float hi, float& alpha,
+                                                  float& beta, float& row_max) {
+  float al = 1.f, be = 0.f;
+  if (a.calibrate) {
+    float* mm = a.minmax + ((static_cast<int64_t>(bh) * G + g) * a.splits) * 2;
+    if (minmax_only) {
+      mm[split * 2] = lo;
+      mm[split * 2 + 1] = hi;
+    } else {
+      float glo = lo, ghi = hi;
+      if (a.splits > 1) range_over_splits(mm, a.splits, glo, ghi);
+      calibration_affine(glo, ghi, a, al, be);
+    }
+  }
+  alpha = al;
+  beta = be;
+  row_max = len == 0 ? -INFINITY : fmaxf(al * hi + be, al * lo + be);
+}
+
 // CalibQuant's calibration of rows g < G of `len` scores: the row's range [m, M] over every
 // split (from the min/max pass when there are several) onto [m + a, M + b]. With
 // minmax_only, records this split's range and returns false (the caller stops there).
@@ -901,7 +925,7 @@ constexpr int kB1Threads = 128;  // 4 warps, up to 8 blocks per SM: blocks in di
 constexpr int kB1Chunk = 256;  // splits hold whole m16n8k256 token blocks
 
 __host__ __device__ inline int64_t b1_floats(int G, int D, int64_t chunk) {
-  return static_cast<int64_t>(G) * D * 2 + G * chunk + G * 16 * 8 + G * 16 * (chunk / 32) + 32 + 12 * G;
+  return static_cast<int64_t>(G) * D * 2 + G * chunk + G * 16 * 8 + G * 16 * (chunk / 32) + 32 + 12 * G + 8 * G;
 }
 
 template <int G>
@@ -967,89 +991,175 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
   }
   __syncthreads();
 
-  // 3. Scores: eight tokens per mma, every query head of the group against the same K words.
-  uint32_t qa[G][2][2];
-  float w_lo[G], w_hi[G];
+  // 3. Scores: sixteen tokens per pair of mmas, K bits as the A operand (rows: tokens) and the
+  //    query planes as B (columns: planes 0-7, then 8-15), every query head of the group against
+  //    the same K words. A lane holds two tokens x four planes; the plane sums are weighted and
+  //    reduced over the 4 lanes of a row.
+  uint32_t qb[G][2][2];  // [head][k128 chunk][planes gq / 8 + gq]
+  float wp[G][4];        // weights of planes 2t, 2t + 1, 8 + 2t, 9 + 2t (plane 15: the all-ones row, weight lo)
 #pragma unroll
   for (int g = 0; g < G; ++g) {
 #pragma unroll
     for (int c = 0; c < 2; ++c) {
-      qa[g][c][0] = qplanes[(g * 16 + gq) * 8 + 4 * c + tq];
-      qa[g][c][1] = qplanes[(g * 16 + gq + 8) * 8 + 4 * c + tq];
+      qb[g][c][0] = qplanes[(g * 16 + gq) * 8 + 4 * c + tq];
+      qb[g][c][1] = qplanes[(g * 16 + gq + 8) * 8 + 4 * c + tq];
     }
-    w_lo[g] = qstep[g] * static_cast<float>(1u << gq);
-    w_hi[g] = gq + 8 == 15 ? qlo[g] : qstep[g] * static_cast<float>(1u << (gq + 8));
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int plane = (i >> 1) * 8 + 2 * tq + (i & 1);
+      wp[g][i] = plane == 15 ? qlo[g] : qstep[g] * static_cast<float>(1u << plane);
+    }
   }
   const uint32_t* Kb = reinterpret_cast<const uint32_t*>(a.k_packed) + (static_cast<int64_t>(bh) * N + n0) * KW;
   const int chunks = (KW + 3) / 4;
-  constexpr int kUnits = 8;  // 8-token units per warp per round: their loads are all in flight at once
-  for (int u0 = warp * kUnits; u0 * 8 < len; u0 += warps * kUnits) {
-    uint32_t b[kUnits][2];
+  float rlo[G], rhi[G];  // the range of the scores this lane writes, per head
 #pragma unroll
-    for (int k = 0; k < kUnits; ++k) {
-      const int t = (u0 + k) * 8 + gq;  // token within the split: 32-bit offsets from the split's base
+  for (int g = 0; g < G; ++g) {
+    rlo[g] = INFINITY;
+    rhi[g] = -INFINITY;
+  }
+  constexpr int kUnits = 4;  // 16-token units per warp per round: their loads are all in flight at once
+  for (int u0 = warp * kUnits; u0 * 16 < len; u0 += warps * kUnits) {
+    uint32_t kb[kUnits][2][2];  // [unit][chunk][token gq / gq + 8]
 #pragma unroll
-      for (int c = 0; c < 2; ++c)
-        b[k][c] = c < chunks && t < len && 4 * c + tq < KW ? __ldg(Kb + t * KW + 4 * c + tq) : 0u;
-    }
+    for (int k = 0; k < kUnits; ++k)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int t = (u0 + k) * 16 + gq + 8 * r;  // token within the split: 32-bit offsets from the split's base
+#pragma unroll
+        for (int c = 0; c < 2; ++c) kb[k][c][r] = c < chunks && t < len && 4 * c + tq < KW ? __ldg(Kb + t * KW + 4 * c + tq) : 0u;
+      }
 #pragma unroll
     for (int k = 0; k < kUnits; ++k) {
       const int u = u0 + k;
-      if (u * 8 >= len) break;
+      if (u * 16 >= len) break;
 #pragma unroll
       for (int g = 0; g < G; ++g) {
-        int acc[4] = {0, 0, 0, 0};
+        int lo8[4] = {0, 0, 0, 0}, hi8[4] = {0, 0, 0, 0};
 #pragma unroll
         for (int c = 0; c < 2; ++c)
-          if (c < chunks) mma_b1_k128(acc, qa[g][c][0], qa[g][c][1], b[k][c]);
-        float t0 = acc[0] * w_lo[g] + acc[2] * w_hi[g];
-        float t1 = acc[1] * w_lo[g] + acc[3] * w_hi[g];
+          if (c < chunks) {
+            mma_b1_k128(lo8, kb[k][c][0], kb[k][c][1], qb[g][c][0]);
+            mma_b1_k128(hi8, kb[k][c][0], kb[k][c][1], qb[g][c][1]);
+          }
+        float t0 = lo8[0] * wp[g][0] + lo8[1] * wp[g][1] + hi8[0] * wp[g][2] + hi8[1] * wp[g][3];
+        float t1 = lo8[2] * wp[g][0] + lo8[3] * wp[g][1] + hi8[2] * wp[g][2] + hi8[3] * wp[g][3];
 #pragma unroll
-        for (int o = 4; o < 32; o <<= 1) {
+        for (int o = 1; o < 4; o <<= 1) {
           t0 += __shfl_xor_sync(0xffffffffu, t0, o);
           t1 += __shfl_xor_sync(0xffffffffu, t1, o);
         }
-        if (gq == 0) {
+        if (tq == 0) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const int64_t m = n0 + u * 8 + 2 * tq + e;
+            const int64_t m = n0 + u * 16 + gq + 8 * e;
             if (m < n1) {
               const float dot = e ? t1 : t0;
-              sc[g * chunk + (m - n0)] = a.k_token_axis ? ks[m] * (dot - kz[m] * cst[g]) : dot + cst[g];
+              const float v = a.k_token_axis ? ks[m] * (dot - kz[m] * cst[g]) : dot + cst[g];
+              sc[g * chunk + (m - n0)] = v;
+              rlo[g] = fminf(rlo[g], v);
+              rhi[g] = fmaxf(rhi[g], v);
             }
           }
         }
       }
     }
   }
-  __syncthreads();
 
-  // 4-5. Calibration and softmax over this split.
-  if (!calibrate_rows<G>(sc, chunk, len, a, bh, split, minmax_only, scratch, alpha, beta)) return;
-  softmax_rows<G>(sc, chunk, len, row_max, row_sum, scratch);
-
-  // 6. Values: p' in 16-bit fixed point, bit planes by ballot, then AND + popcount against
-  //    the token-major value words; each warp owns channel groups of 8 over the whole split.
-  const float* vs = a.v_scale + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
-  const float* vz = a.v_zero + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
-  if (a.v_token_axis) fold_token_value_scales<G>(sc, chunk, len, n0, vs, vz, scratch, delta);
+  // 4-5. The split's score range per head (from the lanes that wrote the scores, then across
+  //      warps), calibration as s' = alpha s + beta and the split's largest s': no pass over
+  //      the scores until the one that turns them into probability planes.
+  float* wrange = pstep + G;  // [warps][G][2]
+#pragma unroll
   for (int g = 0; g < G; ++g) {
-    float m = 0.f;
-    for (int i = threadIdx.x; i < len; i += blockDim.x) m = fmaxf(m, sc[g * chunk + i]);
-    m = block_reduce(m, scratch, Max{}, 0.f);
-    if (threadIdx.x == 0) pstep[g] = m / 65535.f;
-  }
-  __syncthreads();
-  for (int idx = warp; idx < G * Wc; idx += warps) {
-    const int g = idx / Wc, w = idx % Wc, t = w * 32 + lane;
-    uint32_t u = 0;
-    if (t < len && pstep[g] > 0.f) u = min(65535u, static_cast<uint32_t>(rintf(sc[g * chunk + t] / pstep[g])));
-    for (int i = 0; i < 16; ++i) {
-      const uint32_t word = __ballot_sync(0xffffffffu, (u >> i) & 1u);
-      if (lane == i) pplanes[(g * 16 + i) * Wc + w] = word;
+    const float lo = warp_reduce(rlo[g], Min{}), hi = warp_reduce(rhi[g], Max{});
+    if (lane == 0) {
+      wrange[(warp * G + g) * 2] = lo;
+      wrange[(warp * G + g) * 2 + 1] = hi;
     }
   }
   __syncthreads();
+  if (threadIdx.x < G) {
+    const int g = threadIdx.x;
+    float lo = INFINITY, hi = -INFINITY;
+    for (int w = 0; w < warps; ++w) {
+      lo = fminf(lo, wrange[(w * G + g) * 2]);
+      hi = fmaxf(hi, wrange[(w * G + g) * 2 + 1]);
+    }
+    split_calibration(a, bh, G, g, split, minmax_only, len, lo, hi, alpha[g], beta[g], row_max[g]);
+  }
+  if (a.calibrate && minmax_only) return;
+  __syncthreads();
+
+  // 6. Values: p' in 16-bit fixed point, bit planes by ballot, then AND + popcount against
+  //    the token-major value words; each warp owns channel groups of 8 over the whole split.
+  //    With channel-axis value scales p = exp(s' - max) <= 1 is made in the planes pass itself
+  //    (step 1 / 65535); per-token scales fold into p first (p' = p s_n), which needs its maximum.
+  const float* vs = a.v_scale + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
+  const float* vz = a.v_zero + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
+  const bool fused = !a.v_token_axis;
+  if (!fused) {
+    for (int g = 0; g < G; ++g) {
+      float sum = 0.f;
+      for (int i = threadIdx.x; i < len; i += blockDim.x) {
+        const float p = expf(alpha[g] * sc[g * chunk + i] + beta[g] - row_max[g]);
+        sc[g * chunk + i] = p;
+        sum += p;
+      }
+      sum = block_reduce(sum, scratch, Sum{}, 0.f);
+      if (threadIdx.x == 0) row_sum[g] = sum;
+    }
+    __syncthreads();
+    fold_token_value_scales<G>(sc, chunk, len, n0, vs, vz, scratch, delta);
+    for (int g = 0; g < G; ++g) {
+      float m = 0.f;
+      for (int i = threadIdx.x; i < len; i += blockDim.x) m = fmaxf(m, sc[g * chunk + i]);
+      m = block_reduce(m, scratch, Max{}, 0.f);
+      if (threadIdx.x == 0) pstep[g] = m / 65535.f;
+    }
+  } else if (threadIdx.x < G) {
+    pstep[threadIdx.x] = 1.f / 65535.f;
+  }
+  __syncthreads();
+  float psum[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g) psum[g] = 0.f;
+  for (int idx = warp; idx < G * Wc; idx += warps) {
+    const int g = idx / Wc, w = idx % Wc, t = w * 32 + lane;
+    uint32_t u = 0;
+    if (t < len) {
+      float p;
+      if (fused) {
+        p = exp2f(fmaf(alpha[g], sc[g * chunk + t], beta[g] - row_max[g]) * 1.4426950408889634f);
+#pragma unroll
+        for (int h = 0; h < G; ++h)
+          if (h == g) psum[h] += p;
+      } else {
+        p = sc[g * chunk + t];
+      }
+      if (pstep[g] > 0.f) u = min(65535u, static_cast<uint32_t>(rintf(p / pstep[g])));
+    }
+    uint32_t mine = 0;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const uint32_t word = __ballot_sync(0xffffffffu, (u >> i) & 1u);
+      if (lane == i) mine = word;
+    }
+    if (lane < 16) pplanes[(g * 16 + lane) * Wc + w] = mine;
+  }
+  if (fused) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const float l = warp_reduce(psum[g], Sum{});
+      if (lane == 0) wrange[warp * G + g] = l;
+    }
+  }
+  __syncthreads();
+  if (fused && threadIdx.x < G) {
+    float l = 0.f;
+    for (int w = 0; w < warps; ++w) l += wrange[w * G + threadIdx.x];
+    row_sum[threadIdx.x] = l;
+  }
   const int64_t Wtot = (N + 31) / 32, w0 = n0 / 32;
   const uint32_t* VTb = a.v_token_words + (static_cast<int64_t>(bh) * Wtot + w0) * D;
   const int Wleft = static_cast<int>(Wtot - w0);
@@ -1101,28 +1211,57 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
   write_value_partials<G>(s, a, bh, a.split_offset + split, red, vs, vz, delta, row_max, row_sum);
 }
 
-// ---------------------------------------------------------------- 1 bit on fp16 tensor cores
+// ---------------------------------------------------------------- 1 bit on bf16 tensor cores
 //
-// The path for GQA and large batches: the G query heads of a KV head are the 8 columns of
-// one mma.m16n8k16 (f16 x f16 -> f32), so K and V codes are expanded once for all G heads.
-// A code pair becomes an fp16 pair in one register with ((w >> i) & 0x00010001) * 0x3C00
-// (bits i and i + 16 of a word; 0x3C00 is 1.0h). The mma's k index is permuted to match:
-// within each 32-element word, k-step st, fragment pair j of a lane holds elements
-// 8 st + j and 8 st + j + 16 (a dot product does not depend on the order of its terms, as
-// long as both operands use the same one).
+// The path for GQA and large batches: the G query heads of a KV head are columns of one
+// mma.m16n8k16 (bf16 x bf16 -> f32), so K and V codes are expanded once for all G heads.
+// Expanding a code costs less than an instruction: a single set bit at position 7 + j
+// (j = 0..7) of a bf16 is the exact power of two 2^(2^j - 127) (an exponent field with one
+// bit set, mantissa zero), so `word & (0x00010001 << (7 + j))` is a register of two bf16 codes,
+// each 0 or 2^(2^j - 127), and the other operand is multiplied by 2^(127 - 2^j) for those
+// k indices (exact: powers of two, all within bf16's range). Bits 7..14 and 23..30 of a word
+// are taken as stored; the other 16 (31, 0..6, 15..22) after one rotate by 8. Lanes t = 0, 1
+// take the first set and t = 2, 3 the rotated one, so a word costs a lane 1 rotate + 4 ANDs
+// for 8 codes (the fp16 version took 3 instructions per 2 codes). The mma's k index is
+// permuted to match (code_bit): a dot product does not depend on the order of its terms, as
+// long as both operands use the same one.
 //   scores: A = K codes (16 tokens x 16 channels, rows from the stored D-bit rows),
-//           B = q' / max|q'| (channels x heads) as fp16 hi + lo parts (two mmas: ~22 bits);
+//           B = q' / max|q'| (channels x heads) split bf16 hi + lo (~16 bits of each q');
 //   values: A = V codes (16 channels x 16 tokens, from the token-major words),
-//           B = p (tokens x heads) in fp16: p = exp(s - max) <= 1, and as the codes are 0/1
-//           and the zero-point is applied after the sum, its rounding (2^-12 relative) moves
-//           the output by at most 2^-12 of one quantization step.
-// Fragment layouts are PTX's for mma.m16n8k16 .f16: lane (g = lane / 4, t = lane % 4) holds
+//           B = p (tokens x heads) split bf16 hi + lo (~16 bits; fp16 p had 11).
+// With G <= 4 the hi and lo parts are different columns of one mma (hi in column h, lo in
+// column h + Gp, Gp = G rounded up to a power of two), summed by one shuffle afterwards; with
+// G > 4 they take one mma each.
+// Fragment layouts are PTX's for mma.m16n8k16 .bf16: lane (g = lane / 4, t = lane % 4) holds
 // A pairs (row g [+8], k 2t [+8]), B pairs (k 2t [+8], column g) and C (row g [+8], column 2t [+1]).
 
-// Codes at bits `shift` and `shift + 16` of w as an fp16 pair (0.0 or 1.0 each).
-__device__ __forceinline__ uint32_t code_pair(uint32_t w, int shift) { return ((w >> shift) & 0x00010001u) * 0x3C00u; }
+// The bit of a 32-bit code word that lane t's register r (0: k 2t, 1: k 2t + 8) of k-step st
+// holds in its half e (0: low, 1: high); j = 4 (t & 1) + 2 st + r is the bit's bf16 exponent bit.
+__device__ __forceinline__ int code_bit(int t, int st, int r, int e) {
+  const int j = 4 * (t & 1) + 2 * st + r;
+  return t < 2 ? (e ? 23 + j : 7 + j) : (e ? 15 + j : (j + 31) & 31);
+}
+// 2^(127 - 2^j): the factor that undoes the code's bf16 value 2^(2^j - 127).
+__device__ __forceinline__ float code_unscale(int t, int st, int r) {
+  return __int_as_float((254 - (1 << (4 * (t & 1) + 2 * st + r))) << 23);  // biased exponent 127 + 127 - 2^j
+}
+// Lane t's masks [st][r] and rotation for code_bit's layout.
+struct CodeLanes {
+  uint32_t mask[2][2];
+  int rotate;
+  __device__ explicit CodeLanes(int t) : rotate(t >= 2 ? 8 : 0) {
+#pragma unroll
+    for (int st = 0; st < 2; ++st)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) mask[st][r] = 0x00010001u << (7 + 4 * (t & 1) + 2 * st + r);
+  }
+  __device__ __forceinline__ uint32_t word(uint32_t w) const { return __funnelshift_l(w, w, rotate); }
+};
 
-__device__ __forceinline__ uint32_t half2_bits(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
+__device__ __forceinline__ void bf16_split(float x, float& hi, float& lo) {
+  hi = __bfloat162float(__float2bfloat16_rn(x));
+  lo = x - hi;
+}
 
 constexpr int kMmaThreads = 256;  // 8 warps: one 16-channel tile each for head_dim 128
 constexpr int kMmaMaxWords = 4;   // head_dim <= 128
@@ -1132,16 +1271,22 @@ __host__ __device__ inline bool mma_shape(const DecodeShape& s) {
   return s.head_dim == 32 || s.head_dim == 64 || s.head_dim == 128;
 }
 
+// Hi and lo in one mma's columns (G <= 4) or one mma each.
+__host__ __device__ constexpr int mma_pow2(int G) { return G <= 2 ? 2 : G <= 4 ? 4 : 8; }
+__host__ __device__ constexpr int mma_parts(int G) { return 2 * mma_pow2(G) <= 8 ? 1 : 2; }
+
 __host__ __device__ inline int64_t mma_floats(int G, int D, int64_t chunk) {
-  // q' and the value sums [G][D] each, scores [G][chunk], p fragments (fp16) [G][chunk / 2],
-  // scratch, per-row values, per-warp ranges and sums [8][G][2].
-  return static_cast<int64_t>(G) * D * 2 + G * chunk + G * chunk / 2 + 32 + 12 * G + 16 * G;
+  // q' and the value sums [G][D] each, scores [G][chunk], p fragments [chunk / 32][2][parts][8][4]
+  // uint2, scratch, per-row values, per-warp ranges and sums [8][G][2].
+  return static_cast<int64_t>(G) * D * 2 + G * chunk + chunk / 32 * 2 * mma_parts(G) * 32 * 2 + 32 + 12 * G + 16 * G;
 }
 
 template <int G>
 __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape s, PackedSegmentArgs a, int64_t chunk,
                                                                    bool minmax_only) {
   extern __shared__ float smem[];
+  using M = Mma16<__nv_bfloat16>;
+  constexpr int Gp = mma_pow2(G), kParts = mma_parts(G);
   const int bh = blockIdx.x, split = blockIdx.y;
   const int D = s.head_dim, KW = D / 32;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = kMmaThreads / 32;
@@ -1151,8 +1296,8 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
   const int Wc = static_cast<int>(chunk / 32), Wlen = (len + 31) / 32;
   float* qf = smem;                                         // [G][D] q'
   float* sc = qf + G * D;                                   // [G][chunk]
-  uint2* pfrag = reinterpret_cast<uint2*>(sc + G * chunk);  // [Wc][2][G][4] fp16 B fragments of p
-  float* red = reinterpret_cast<float*>(pfrag + Wc * 2 * G * 4);  // [G][D]
+  uint2* pfrag = reinterpret_cast<uint2*>(sc + G * chunk);  // [Wc][2][parts][8][4] bf16 B fragments of p
+  float* red = reinterpret_cast<float*>(pfrag + Wc * 2 * kParts * 32);  // [G][D]
   float* scratch = red + G * D;                             // 32
   float* qmax = scratch + 32;
   float* cst = qmax + G;
@@ -1201,25 +1346,35 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
   }
   __syncthreads();
 
-  // 2. B fragments of q' / max|q'| for head gq, hi and lo parts: [word][k-step][b0/b1][hi/lo].
-  uint32_t qb[kMmaMaxWords][2][2][2];
+  // 2. B fragments of q' / max|q'|: column gq holds head gq % Gp's hi (gq < Gp) or lo part
+  //    (G <= 4), or head gq's hi and lo for two mmas; k indices as code_bit, scaled by code_unscale.
+  const CodeLanes lanes(tq);
+  uint32_t qb[kMmaMaxWords][2][2][kParts];  // [word][k-step][b0/b1][part]
+  {
+    const int head = kParts == 1 ? gq % Gp : gq;
+    const bool live = head < G && (kParts == 2 || gq < 2 * Gp);
+    const float rq = live ? 1.f / qmax[head] : 0.f;
 #pragma unroll
-  for (int w = 0; w < kMmaMaxWords; ++w)
+    for (int w = 0; w < kMmaMaxWords; ++w)
 #pragma unroll
-    for (int st = 0; st < 2; ++st)
+      for (int st = 0; st < 2; ++st)
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int c0 = 32 * w + 8 * st + tq + 4 * r;
-        float x = 0.f, y = 0.f;
-        if (gq < G && w < KW) {
-          x = qf[gq * D + c0] / qmax[gq];
-          y = qf[gq * D + c0 + 16] / qmax[gq];
+        for (int r = 0; r < 2; ++r) {
+          float hi[2], lo[2];
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float x =
+                live && w < KW ? qf[head * D + 32 * w + code_bit(tq, st, r, e)] * rq * code_unscale(tq, st, r) : 0.f;
+            bf16_split(x, hi[e], lo[e]);
+          }
+          if constexpr (kParts == 1) {
+            qb[w][st][r][0] = gq < Gp ? M::pack(hi[0], hi[1]) : M::pack(lo[0], lo[1]);
+          } else {
+            qb[w][st][r][0] = M::pack(hi[0], hi[1]);
+            qb[w][st][r][kParts - 1] = M::pack(lo[0], lo[1]);
+          }
         }
-        const __half2 hi = __floats2half2_rn(x, y);
-        const float2 back = __half22float2(hi);
-        qb[w][st][r][0] = half2_bits(hi);
-        qb[w][st][r][1] = half2_bits(__floats2half2_rn(x - back.x, y - back.y));
-      }
+  }
 
   // 3. Scores: sixteen tokens per mma row block, all G heads in its columns. Each lane keeps
   //    the range of the scores it writes (heads 2 tq and 2 tq + 1) for calibration and softmax.
@@ -1251,19 +1406,24 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
 #pragma unroll
       for (int w = 0; w < kMmaMaxWords; ++w) {
         if (w >= KW) break;
+        const uint32_t x0 = lanes.word(kw[k][0][w]), x1 = lanes.word(kw[k][1][w]);
 #pragma unroll
         for (int st = 0; st < 2; ++st) {
-          const int sh = 8 * st + tq;
-          const uint32_t af[4] = {code_pair(kw[k][0][w], sh), code_pair(kw[k][1][w], sh), code_pair(kw[k][0][w], sh + 4),
-                                  code_pair(kw[k][1][w], sh + 4)};
-          Mma16<__half>::mma(acc, af, qb[w][st][0][0], qb[w][st][1][0]);
-          Mma16<__half>::mma(acc, af, qb[w][st][0][1], qb[w][st][1][1]);
+          const uint32_t af[4] = {x0 & lanes.mask[st][0], x1 & lanes.mask[st][0], x0 & lanes.mask[st][1],
+                                  x1 & lanes.mask[st][1]};
+#pragma unroll
+          for (int part = 0; part < kParts; ++part) M::mma(acc, af, qb[w][st][0][part], qb[w][st][1][part]);
         }
+      }
+      // Hi and lo columns of a head into the hi column's lane (G <= 4).
+      if constexpr (kParts == 1) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[e] += __shfl_xor_sync(0xffffffffu, acc[e], Gp / 2);
       }
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int head = 2 * tq + (e & 1), t = u * 16 + gq + 8 * (e >> 1);
-        if (head < G && t < len) {
+        if (head < G && (kParts == 2 || head < Gp) && t < len) {
           const int64_t m = n0 + t;
           const float dot = acc[e] * qmax[head];
           const float v = a.k_token_axis ? ks[m] * (dot - kz[m] * cst[head]) : dot + cst[head];
@@ -1300,57 +1460,60 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
     }
     // 5. Calibration maps the row's range [m, M] (over every split) onto [m + a, M + b]:
     //    s' = alpha s + beta, so that softmax needs exp(alpha s + beta - max') only, and no
-    //    pass rewrites the scores. Without calibration alpha = 1, beta = 0.
-    float al = 1.f, be = 0.f;
-    if (a.calibrate) {
-      float* mm = a.minmax + ((static_cast<int64_t>(bh) * G + g) * a.splits) * 2;
-      if (minmax_only) {
-        mm[split * 2] = lo;
-        mm[split * 2 + 1] = hi;
-      } else {
-        float glo = lo, ghi = hi;
-        if (a.splits > 1) range_over_splits(mm, a.splits, glo, ghi);
-        calibration_affine(glo, ghi, a, al, be);
-      }
-    }
-    alpha[g] = al;
-    beta[g] = be;
-    // This split's largest calibrated score (either end of its range when alpha < 0).
-    row_max[g] = len == 0 ? -INFINITY : fmaxf(al * hi + be, al * lo + be);
+    //    pass rewrites the scores.
+    split_calibration(a, bh, G, g, split, minmax_only, len, lo, hi, alpha[g], beta[g], row_max[g]);
   }
   if (a.calibrate && minmax_only) return;
   __syncthreads();
 
-  // 6. Values. p = exp(s' - max) (per-token value scales folded in) as fp16 B fragments, made
-  //    once for all warps in the same pass that sums p.
+  // 6. Values. p = exp(s' - max) (per-token value scales folded in) as bf16 hi/lo B fragments
+  //    (k indices as code_bit, scaled by code_unscale), made once for all warps in the same
+  //    pass that sums p.
   const float* vs = a.v_scale + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
   const float* vz = a.v_zero + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
   float psum[G], dsum[G];
 #pragma unroll
   for (int g = 0; g < G; ++g) psum[g] = dsum[g] = 0.f;
-  for (int i = threadIdx.x; i < Wlen * 2 * G * 4; i += blockDim.x) {
-    const int t4 = i & 3, g = (i >> 2) % G, st = (i / (4 * G)) & 1, wb = i / (8 * G);
-    const int tb = wb * 32 + 8 * st + t4;
-    const float al = alpha[g], sh = beta[g] - row_max[g];
-    float pv[4];
-    const int ts[4] = {tb, tb + 16, tb + 4, tb + 20};
+  // exp(alpha s + beta - max) as exp2(alpha' s + shift') (ex2 is one instruction).
+  float al2[G], sh2[G];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int t = ts[j];
-      float p = t < len ? expf(al * sc[g * chunk + t] + sh) : 0.f;
+  for (int g = 0; g < G; ++g) {
+    al2[g] = alpha[g] * 1.4426950408889634f;
+    sh2[g] = (beta[g] - row_max[g]) * 1.4426950408889634f;
+  }
+  // One thread per (word, k-step, lane t): its four tokens for every head.
+  for (int i = threadIdx.x; i < Wlen * 8; i += blockDim.x) {
+    const int t4 = i & 3, st = (i >> 2) & 1, wb = i >> 3;
+    int ts[4];
+    float unscale[2];
 #pragma unroll
-      for (int h = 0; h < G; ++h)
-        if (h == g) psum[h] += p;
-      if (a.v_token_axis && t < len) {
-        const float sv = vs[n0 + t];
+    for (int j = 0; j < 4; ++j) ts[j] = wb * 32 + code_bit(t4, st, j >> 1, j & 1);  // j = 2 r + e
 #pragma unroll
-        for (int h = 0; h < G; ++h)
-          if (h == g) dsum[h] += p * sv * vz[n0 + t];
-        p *= sv;
+    for (int r = 0; r < 2; ++r) unscale[r] = code_unscale(t4, st, r);
+    float sv[4], svz[4];
+    if (a.v_token_axis)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        sv[j] = ts[j] < len ? vs[n0 + ts[j]] : 0.f;
+        svz[j] = ts[j] < len ? sv[j] * vz[n0 + ts[j]] : 0.f;
       }
-      pv[j] = p;
+    uint2* f = pfrag + (wb * 2 + st) * kParts * 32;
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      float hi[4], lo[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        float p = ts[j] < len ? exp2f(al2[g] * sc[g * chunk + ts[j]] + sh2[g]) : 0.f;
+        psum[g] += p;
+        if (a.v_token_axis) {
+          dsum[g] += p * svz[j];
+          p *= sv[j];
+        }
+        bf16_split(p * unscale[j >> 1], hi[j], lo[j]);
+      }
+      f[g * 4 + t4] = make_uint2(M::pack(hi[0], hi[1]), M::pack(hi[2], hi[3]));
+      f[(kParts - 1) * 32 + (kParts == 1 ? g + Gp : g) * 4 + t4] = make_uint2(M::pack(lo[0], lo[1]), M::pack(lo[2], lo[3]));
     }
-    pfrag[i] = make_uint2(half2_bits(__floats2half2_rn(pv[0], pv[1])), half2_bits(__floats2half2_rn(pv[2], pv[3])));
   }
   // Row sums (and the token-axis zero-point terms) over the block: warp, then across warps.
 #pragma unroll
@@ -1378,35 +1541,48 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
   __syncthreads();
   const int mtiles = D / 16, groups_of_words = warps / mtiles;
   const int mt = warp % mtiles, tg = warp / mtiles;
-  const int d0 = mt * 16 + gq, d1 = d0 + 8;
-  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  // A rows g and g + 8 are channels 2g and 2g + 1 of the tile: one 8-byte load for both words.
+  const int d0 = mt * 16 + 2 * gq, d1 = d0 + 1;
+  // Column gq's fragments exist for heads < G (hi and lo columns); the others multiply zeros.
+  const bool col_live = kParts == 1 ? gq % Gp < G && gq < 2 * Gp : gq < G;
+  float acc[4][4] = {};  // by word parity and k-step: four independent mma chains
   constexpr int kBlocks = 16;  // 32-token words per round
   for (int wb0 = tg * kBlocks; wb0 < Wlen; wb0 += groups_of_words * kBlocks) {
     uint32_t vw[kBlocks][2];
 #pragma unroll
     for (int k = 0; k < kBlocks; ++k) {
       const int wb = wb0 + k;
-      vw[k][0] = wb < Wlen ? __ldg(VTb + static_cast<int64_t>(wb) * D + d0) : 0u;
-      vw[k][1] = wb < Wlen ? __ldg(VTb + static_cast<int64_t>(wb) * D + d1) : 0u;
+      const uint2 pair = wb < Wlen ? __ldg(reinterpret_cast<const uint2*>(VTb + static_cast<int64_t>(wb) * D + d0))
+                                   : make_uint2(0u, 0u);
+      vw[k][0] = pair.x;
+      vw[k][1] = pair.y;
     }
 #pragma unroll
     for (int k = 0; k < kBlocks; ++k) {
       const int wb = wb0 + k;
       if (wb >= Wlen) break;
+      const uint32_t x0 = lanes.word(vw[k][0]), x1 = lanes.word(vw[k][1]);
 #pragma unroll
       for (int st = 0; st < 2; ++st) {
-        const uint2 b = gq < G ? pfrag[((wb * 2 + st) * G + gq) * 4 + tq] : make_uint2(0u, 0u);
-        const int sh = 8 * st + tq;
-        const uint32_t af[4] = {code_pair(vw[k][0], sh), code_pair(vw[k][1], sh), code_pair(vw[k][0], sh + 4),
-                                code_pair(vw[k][1], sh + 4)};
-        Mma16<__half>::mma(acc, af, b.x, b.y);
+        const uint32_t af[4] = {x0 & lanes.mask[st][0], x1 & lanes.mask[st][0], x0 & lanes.mask[st][1],
+                                x1 & lanes.mask[st][1]};
+#pragma unroll
+        for (int part = 0; part < kParts; ++part) {
+          const uint2 b = col_live ? pfrag[((wb * 2 + st) * kParts + part) * 32 + gq * 4 + tq] : make_uint2(0u, 0u);
+          M::mma(acc[(k & 1) * 2 + st], af, b.x, b.y);
+        }
       }
     }
   }
 #pragma unroll
   for (int e = 0; e < 4; ++e) {
+    acc[0][e] += acc[1][e] + acc[2][e] + acc[3][e];
+    if constexpr (kParts == 1) acc[0][e] += __shfl_xor_sync(0xffffffffu, acc[0][e], Gp / 2);
+  }
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
     const int head = 2 * tq + (e & 1);
-    if (head < G) atomicAdd(&red[head * D + (e < 2 ? d0 : d1)], acc[e]);
+    if (head < G && (kParts == 2 || head < Gp)) atomicAdd(&red[head * D + (e < 2 ? d0 : d1)], acc[0][e]);
   }
   __syncthreads();
 
