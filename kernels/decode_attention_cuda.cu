@@ -85,6 +85,25 @@ __device__ void softmax_rows(float* s, int64_t stride, int len, float* row_max, 
   __syncthreads();
 }
 
+// q's elements from their dtype, times the softmax scale.
+struct QRow {
+  const void* base;
+  KVType type;
+  float scale;
+  __device__ __forceinline__ float operator[](int64_t i) const {
+    switch (type) {
+      case KVType::F32: return static_cast<const float*>(base)[i] * scale;
+      case KVType::F16: return __half2float(static_cast<const __half*>(base)[i]) * scale;
+      case KVType::BF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[i]) * scale;
+    }
+    return 0.f;
+  }
+};
+__device__ __forceinline__ QRow q_row(const DecodeShape& s, int64_t offset) {
+  const size_t bytes = s.q_type == KVType::F32 ? 4 : 2;
+  return {static_cast<const char*>(s.q) + offset * bytes, s.q_type, s.q_scale};
+}
+
 __device__ __forceinline__ void write_partial(const DecodeShape& s, int bh, int g, int split, float m, float l) {
   const int64_t r = (static_cast<int64_t>(bh) * s.groups + g) * s.total_splits + split;
   s.part_ml[r * 2] = m;
@@ -111,13 +130,21 @@ __device__ __forceinline__ void calibration_affine(float lo, float hi, const Pac
   beta = (lo + a.calib_a) - alpha * lo;
 }
 
-// A split's calibration of one row from its score range [lo, hi]: with several splits under
-// calibration, the min/max pass records the range (minmax_only) and the second pass maps the
-// range over every split; alpha s + beta is the calibrated score (alpha = 1, beta = 0
-// without calibration) and row_max the split's largest one (either end when alpha < 0).
-__device__ __forceinline__ void split_calibration(const PackedSegmentArgs& a, int bh, int G, int g, int split,
-                                                  bool minmax_only, int len, float lo, float hi, float& alpha,
-                                                  float& beta, float& row_max) {
+// A split's calibration of each row g < G (thread g) from the per-warp score ranges
+// wrange [warps][G][2]: with several splits under calibration, the min/max pass records the
+// split's range (minmax_only) and the second pass maps the range over every split;
+// alpha s + beta is the calibrated score (alpha = 1, beta = 0 without calibration) and
+// row_max the split's largest one (either end when alpha < 0).
+__device__ __forceinline__ void split_calibration(const PackedSegmentArgs& a, int bh, int G, int split, bool minmax_only,
+                                                  int len, const float* wrange, int warps, float* alpha_out,
+                                                  float* beta_out, float* row_max_out) {
+  if (static_cast<int>(threadIdx.x) >= G) return;
+  const int g = threadIdx.x;
+  float lo = INFINITY, hi = -INFINITY;
+  for (int w = 0; w < warps; ++w) {
+    lo = fminf(lo, wrange[(w * G + g) * 2]);
+    hi = fmaxf(hi, wrange[(w * G + g) * 2 + 1]);
+  }
   float al = 1.f, be = 0.f;
   if (a.calibrate) {
     float* mm = a.minmax + ((static_cast<int64_t>(bh) * G + g) * a.splits) * 2;
@@ -130,9 +157,9 @@ __device__ __forceinline__ void split_calibration(const PackedSegmentArgs& a, in
       calibration_affine(glo, ghi, a, al, be);
     }
   }
-  alpha = al;
-  beta = be;
-  row_max = len == 0 ? -INFINITY : fmaxf(al * hi + be, al * lo + be);
+  alpha_out[g] = al;
+  beta_out[g] = be;
+  row_max_out[g] = len == 0 ? -INFINITY : fmaxf(al * hi + be, al * lo + be);
 }
 
 // CalibQuant's calibration of rows g < G of `len` scores: the row's range [m, M] over every
@@ -266,7 +293,7 @@ __global__ void __launch_bounds__(kFullThreads) full_segment_kernel(DecodeShape 
   float* row_max = scratch + 32;
   float* row_sum = row_max + G;
 
-  const float* q = s.q + static_cast<int64_t>(bh) * G * D;
+  const QRow q = q_row(s, static_cast<int64_t>(bh) * G * D);
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) qs[i] = q[i];
   __syncthreads();
   const T* K = static_cast<const T*>(a.k) + static_cast<int64_t>(bh) * a.k_head_stride;
@@ -563,7 +590,7 @@ __global__ void __launch_bounds__(kFlashThreads) full_segment_flash_kernel(Decod
   // Q as A fragments: row gq = hi, row gq + 8 = lo of query head gq (zero for gq >= G).
   uint32_t qa[KT][4];
   {
-    const float* q = s.q + (static_cast<int64_t>(bh) * G + gq) * D;
+    const QRow q = q_row(s, (static_cast<int64_t>(bh) * G + gq) * D);
 #pragma unroll
     for (int ks = 0; ks < KT; ++ks)
 #pragma unroll
@@ -761,7 +788,7 @@ __global__ void __launch_bounds__(kPackedThreads)
   float* delta = beta + G;                            // Σ p s_n z_n (token values)
 
   // 1. q' = q ⊙ s (channel keys) or q, zero beyond D; the per-row constant.
-  const float* q = s.q + static_cast<int64_t>(bh) * G * D;
+  const QRow q = q_row(s, static_cast<int64_t>(bh) * G * D);
   const float* ks = a.k_scale + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
   const float* kz = a.k_zero + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
   for (int i = threadIdx.x; i < G * l.Dp; i += blockDim.x) {
@@ -900,6 +927,22 @@ __global__ void __launch_bounds__(kPackedThreads)
 // lane (g = lane / 4, t = lane % 4) holds A words (row g [+8], word t [+4]), B words
 // (column g, word t [+4]) and C entries (row g [+8], column 2t [+1]).
 
+// A 32 x 32 bit matrix held one row per lane (lane r: bits c = M[r][c]) transposed across the
+// warp: lane c gets column c (bit r = M[r][c]). Five rounds swap off-diagonal blocks of 16, 8,
+// 4, 2, 1 between lane pairs (l, l ^ j): one shuffle and a few logic ops each, where 32
+// ballots (each with its own select) did it before.
+__device__ __forceinline__ uint32_t transpose_bits(uint32_t x, int lane) {
+  constexpr uint32_t kLow[5] = {0x0000FFFFu, 0x00FF00FFu, 0x0F0F0F0Fu, 0x33333333u, 0x55555555u};
+#pragma unroll
+  for (int i = 0; i < 5; ++i) {
+    const int j = 16 >> i;
+    const uint32_t m = kLow[i];
+    const uint32_t y = __shfl_xor_sync(0xffffffffu, x, j);
+    x = (lane & j) ? (x & ~m) | ((y >> j) & m) : (x & m) | ((y & m) << j);
+  }
+  return x;
+}
+
 __device__ __forceinline__ void mma_b1_k128(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t b0) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("mma.sync.aligned.m16n8k128.row.col.s32.b1.b1.s32.and.popc {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
@@ -928,12 +971,15 @@ __host__ __device__ inline int64_t b1_floats(int G, int D, int64_t chunk) {
   return static_cast<int64_t>(G) * D * 2 + G * chunk + G * 16 * 8 + G * 16 * (chunk / 32) + 32 + 12 * G + 8 * G;
 }
 
-template <int G>
+// KWc: the words per K row (head_dim / 32) when known at compile time (4: head_dim 128), else 0.
+// With it, the K and V offsets become immediates and no register holds an unused chunk (this
+// kernel has 64 registers: eight blocks per SM hold a whole B = 32, H = 32 grid at once).
+template <int G, int KWc>
 __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s, PackedSegmentArgs a, int64_t chunk,
                                                                bool minmax_only) {
   extern __shared__ float smem[];
   const int bh = blockIdx.x, split = blockIdx.y;
-  const int D = s.head_dim, KW = D / 32;
+  const int D = KWc > 0 ? KWc * 32 : s.head_dim, KW = KWc > 0 ? KWc : D / 32;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = kB1Threads / 32;
   const int gq = lane >> 2, tq = lane & 3;
   const int64_t N = a.length, n0 = split * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
@@ -956,7 +1002,7 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
   float* pstep = delta + G;
 
   // 1. q' (float), its range, the per-row constant.
-  const float* q = s.q + static_cast<int64_t>(bh) * G * D;
+  const QRow q = q_row(s, static_cast<int64_t>(bh) * G * D);
   const float* ks = a.k_scale + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
   const float* kz = a.k_zero + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) qf[i] = a.k_token_axis ? q[i] : q[i] * ks[i % D];
@@ -1019,15 +1065,19 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
     rhi[g] = -INFINITY;
   }
   constexpr int kUnits = 4;  // 16-token units per warp per round: their loads are all in flight at once
+  // This lane's words: token gq (+8) of each unit, word tq (+4); 32-bit offsets from there.
+  const uint32_t* __restrict__ kl = Kb + gq * KW + tq;
+  const bool word_ok[2] = {tq < KW, chunks > 1 && 4 + tq < KW};
   for (int u0 = warp * kUnits; u0 * 16 < len; u0 += warps * kUnits) {
     uint32_t kb[kUnits][2][2];  // [unit][chunk][token gq / gq + 8]
 #pragma unroll
     for (int k = 0; k < kUnits; ++k)
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        const int t = (u0 + k) * 16 + gq + 8 * r;  // token within the split: 32-bit offsets from the split's base
+        const int t = (u0 + k) * 16 + gq + 8 * r;  // token within the split
+        const uint32_t* row = kl + ((u0 + k) * 16 + 8 * r) * KW;
 #pragma unroll
-        for (int c = 0; c < 2; ++c) kb[k][c][r] = c < chunks && t < len && 4 * c + tq < KW ? __ldg(Kb + t * KW + 4 * c + tq) : 0u;
+        for (int c = 0; c < 2; ++c) kb[k][c][r] = word_ok[c] && t < len ? __ldg(row + 4 * c) : 0u;
       }
 #pragma unroll
     for (int k = 0; k < kUnits; ++k) {
@@ -1052,11 +1102,11 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
         if (tq == 0) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const int64_t m = n0 + u * 16 + gq + 8 * e;
-            if (m < n1) {
+            const int t = u * 16 + gq + 8 * e;
+            if (t < len) {
               const float dot = e ? t1 : t0;
-              const float v = a.k_token_axis ? ks[m] * (dot - kz[m] * cst[g]) : dot + cst[g];
-              sc[g * chunk + (m - n0)] = v;
+              const float v = a.k_token_axis ? ks[n0 + t] * (dot - kz[n0 + t] * cst[g]) : dot + cst[g];
+              sc[g * chunk + t] = v;
               rlo[g] = fminf(rlo[g], v);
               rhi[g] = fmaxf(rhi[g], v);
             }
@@ -1079,15 +1129,7 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
     }
   }
   __syncthreads();
-  if (threadIdx.x < G) {
-    const int g = threadIdx.x;
-    float lo = INFINITY, hi = -INFINITY;
-    for (int w = 0; w < warps; ++w) {
-      lo = fminf(lo, wrange[(w * G + g) * 2]);
-      hi = fmaxf(hi, wrange[(w * G + g) * 2 + 1]);
-    }
-    split_calibration(a, bh, G, g, split, minmax_only, len, lo, hi, alpha[g], beta[g], row_max[g]);
-  }
+  split_calibration(a, bh, G, split, minmax_only, len, wrange, warps, alpha, beta, row_max);
   if (a.calibrate && minmax_only) return;
   __syncthreads();
 
@@ -1123,29 +1165,27 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
   __syncthreads();
   float psum[G];
 #pragma unroll
-  for (int g = 0; g < G; ++g) psum[g] = 0.f;
-  for (int idx = warp; idx < G * Wc; idx += warps) {
-    const int g = idx / Wc, w = idx % Wc, t = w * 32 + lane;
-    uint32_t u = 0;
-    if (t < len) {
-      float p;
-      if (fused) {
-        p = exp2f(fmaf(alpha[g], sc[g * chunk + t], beta[g] - row_max[g]) * 1.4426950408889634f);
-#pragma unroll
-        for (int h = 0; h < G; ++h)
-          if (h == g) psum[h] += p;
-      } else {
-        p = sc[g * chunk + t];
+  for (int g = 0; g < G; ++g) {
+    psum[g] = 0.f;
+    const float al2 = alpha[g] * 1.4426950408889634f, sh2 = (beta[g] - row_max[g]) * 1.4426950408889634f;
+    const float inv_step = pstep[g] > 0.f ? 1.f / pstep[g] : 0.f;
+    for (int w = warp; w < Wc; w += warps) {
+      const int t = w * 32 + lane;
+      uint32_t u = 0;
+      if (t < len) {
+        float p;
+        if (fused) {
+          p = exp2f(fmaf(al2, sc[g * chunk + t], sh2));
+          psum[g] += p;
+        } else {
+          p = sc[g * chunk + t];
+        }
+        u = min(65535u, static_cast<uint32_t>(rintf(p * inv_step)));
       }
-      if (pstep[g] > 0.f) u = min(65535u, static_cast<uint32_t>(rintf(p / pstep[g])));
+      // The warp's 32 x 16-bit values transposed to 16 plane words (lane i: plane i).
+      const uint32_t plane = transpose_bits(u, lane);
+      if (lane < 16) pplanes[(g * 16 + lane) * Wc + w] = plane;
     }
-    uint32_t mine = 0;
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      const uint32_t word = __ballot_sync(0xffffffffu, (u >> i) & 1u);
-      if (lane == i) mine = word;
-    }
-    if (lane < 16) pplanes[(g * 16 + lane) * Wc + w] = mine;
   }
   if (fused) {
 #pragma unroll
@@ -1169,22 +1209,25 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
     for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0;
     const int d = cg * 8 + gq;
     const int blocks = (len + 255) / 256;
+    const uint32_t* __restrict__ vl = VTb + tq * D + d;  // word tq (+4) of each 256-token block, channel d
+    const uint32_t* pl0 = pplanes + gq * Wc + tq;        // planes gq (+8), word tq (+4)
     for (int tb0 = 0; tb0 < blocks; tb0 += 4) {
       uint32_t bw[4][2];
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        const int wa = (tb0 + k) * 8 + tq, wb = wa + 4;  // words from the split's first
+        const int wa = (tb0 + k) * 8 + tq;  // words from the split's first
         const bool ok = tb0 + k < blocks;
-        bw[k][0] = ok && wa < Wleft ? __ldg(VTb + wa * D + d) : 0u;
-        bw[k][1] = ok && wb < Wleft ? __ldg(VTb + wb * D + d) : 0u;
+        const uint32_t* v = vl + (tb0 + k) * 8 * D;
+        bw[k][0] = ok && wa < Wleft ? __ldg(v) : 0u;
+        bw[k][1] = ok && wa + 4 < Wleft ? __ldg(v + 4 * D) : 0u;
       }
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         if (tb0 + k >= blocks) break;
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-          const uint32_t* pl = pplanes + g * 16 * Wc + (tb0 + k) * 8 + tq;
-          const uint32_t af[4] = {pl[gq * Wc], pl[(gq + 8) * Wc], pl[gq * Wc + 4], pl[(gq + 8) * Wc + 4]};
+          const uint32_t* pl = pl0 + g * 16 * Wc + (tb0 + k) * 8;
+          const uint32_t af[4] = {pl[0], pl[8 * Wc], pl[4], pl[8 * Wc + 4]};
           mma_b1_k256(acc[g], af, bw[k][0], bw[k][1]);
         }
       }
@@ -1281,14 +1324,14 @@ __host__ __device__ inline int64_t mma_floats(int G, int D, int64_t chunk) {
   return static_cast<int64_t>(G) * D * 2 + G * chunk + chunk / 32 * 2 * mma_parts(G) * 32 * 2 + 32 + 12 * G + 16 * G;
 }
 
-template <int G>
+template <int G, int KWc>
 __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape s, PackedSegmentArgs a, int64_t chunk,
                                                                    bool minmax_only) {
   extern __shared__ float smem[];
   using M = Mma16<__nv_bfloat16>;
   constexpr int Gp = mma_pow2(G), kParts = mma_parts(G);
   const int bh = blockIdx.x, split = blockIdx.y;
-  const int D = s.head_dim, KW = D / 32;
+  const int D = KWc > 0 ? KWc * 32 : s.head_dim, KW = KWc > 0 ? KWc : D / 32;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = kMmaThreads / 32;
   const int gq = lane >> 2, tq = lane & 3;
   const int64_t N = a.length, n0 = split * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
@@ -1322,7 +1365,7 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
   }
 
   // 1. q', its largest magnitude, the per-row constant.
-  const float* q = s.q + static_cast<int64_t>(bh) * G * D;
+  const QRow q = q_row(s, static_cast<int64_t>(bh) * G * D);
   const float* ks = a.k_scale + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
   const float* kz = a.k_zero + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
@@ -1379,6 +1422,18 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
   // 3. Scores: sixteen tokens per mma row block, all G heads in its columns. Each lane keeps
   //    the range of the scores it writes (heads 2 tq and 2 tq + 1) for calibration and softmax.
   float lo2[2] = {INFINITY, INFINITY}, hi2[2] = {-INFINITY, -INFINITY};
+  // The heads whose scores this lane writes (2 tq, 2 tq + 1: hi columns only when G <= 4),
+  // with their max |q'| and per-row constant in registers.
+  bool writes[2];
+  float head_qmax[2], head_cst[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int head = 2 * tq + h;
+    writes[h] = head < G && (kParts == 2 || head < Gp);
+    head_qmax[h] = writes[h] ? qmax[head] : 0.f;
+    head_cst[h] = writes[h] ? cst[head] : 0.f;
+  }
+  float* sc_lane = sc + 2 * tq * chunk;  // head 2 tq's row; 2 tq + 1 is `chunk` further
   constexpr int kUnits = 4;  // 16-token units per warp per round: their loads are all in flight at once
   for (int u0 = warp * kUnits; u0 * 16 < len; u0 += warps * kUnits) {
     uint32_t kw[kUnits][2][kMmaMaxWords];
@@ -1422,14 +1477,13 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
       }
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int head = 2 * tq + (e & 1), t = u * 16 + gq + 8 * (e >> 1);
-        if (head < G && (kParts == 2 || head < Gp) && t < len) {
-          const int64_t m = n0 + t;
-          const float dot = acc[e] * qmax[head];
-          const float v = a.k_token_axis ? ks[m] * (dot - kz[m] * cst[head]) : dot + cst[head];
-          sc[head * chunk + t] = v;
-          lo2[e & 1] = fminf(lo2[e & 1], v);
-          hi2[e & 1] = fmaxf(hi2[e & 1], v);
+        const int h = e & 1, t = u * 16 + gq + 8 * (e >> 1);
+        if (writes[h] && t < len) {
+          const float dot = acc[e] * head_qmax[h];
+          const float v = a.k_token_axis ? ks[n0 + t] * (dot - kz[n0 + t] * head_cst[h]) : dot + head_cst[h];
+          sc_lane[h * chunk + t] = v;
+          lo2[h] = fminf(lo2[h], v);
+          hi2[h] = fmaxf(hi2[h], v);
         }
       }
     }
@@ -1451,18 +1505,10 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
         wrange[(warp * G + 2 * tq + h) * 2 + 1] = hi2[h];
       }
   __syncthreads();
-  if (threadIdx.x < G) {
-    const int g = threadIdx.x;
-    float lo = INFINITY, hi = -INFINITY;
-    for (int w = 0; w < warps; ++w) {
-      lo = fminf(lo, wrange[(w * G + g) * 2]);
-      hi = fmaxf(hi, wrange[(w * G + g) * 2 + 1]);
-    }
-    // 5. Calibration maps the row's range [m, M] (over every split) onto [m + a, M + b]:
-    //    s' = alpha s + beta, so that softmax needs exp(alpha s + beta - max') only, and no
-    //    pass rewrites the scores.
-    split_calibration(a, bh, G, g, split, minmax_only, len, lo, hi, alpha[g], beta[g], row_max[g]);
-  }
+  // 5. Calibration maps the row's range [m, M] (over every split) onto [m + a, M + b]:
+  //    s' = alpha s + beta, so that softmax needs exp(alpha s + beta - max') only, and no
+  //    pass rewrites the scores.
+  split_calibration(a, bh, G, split, minmax_only, len, wrange, warps, alpha, beta, row_max);
   if (a.calibrate && minmax_only) return;
   __syncthreads();
 
@@ -1547,13 +1593,14 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
   const bool col_live = kParts == 1 ? gq % Gp < G && gq < 2 * Gp : gq < G;
   float acc[4][4] = {};  // by word parity and k-step: four independent mma chains
   constexpr int kBlocks = 16;  // 32-token words per round
+  const uint2* __restrict__ vl = reinterpret_cast<const uint2*>(VTb + d0);  // 32-bit offsets from here
+  const uint2* pf = pfrag + gq * 4 + tq;
   for (int wb0 = tg * kBlocks; wb0 < Wlen; wb0 += groups_of_words * kBlocks) {
     uint32_t vw[kBlocks][2];
 #pragma unroll
     for (int k = 0; k < kBlocks; ++k) {
       const int wb = wb0 + k;
-      const uint2 pair = wb < Wlen ? __ldg(reinterpret_cast<const uint2*>(VTb + static_cast<int64_t>(wb) * D + d0))
-                                   : make_uint2(0u, 0u);
+      const uint2 pair = wb < Wlen ? __ldg(vl + wb * (D / 2)) : make_uint2(0u, 0u);
       vw[k][0] = pair.x;
       vw[k][1] = pair.y;
     }
@@ -1568,7 +1615,7 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
                                 x1 & lanes.mask[st][1]};
 #pragma unroll
         for (int part = 0; part < kParts; ++part) {
-          const uint2 b = col_live ? pfrag[((wb * 2 + st) * kParts + part) * 32 + gq * 4 + tq] : make_uint2(0u, 0u);
+          const uint2 b = col_live ? pf[((wb * 2 + st) * kParts + part) * 32] : make_uint2(0u, 0u);
           M::mma(acc[(k & 1) * 2 + st], af, b.x, b.y);
         }
       }
@@ -1608,7 +1655,7 @@ __global__ void token_words_kernel(const uint8_t* __restrict__ packed, uint32_t*
 
 // ---------------------------------------------------------------- merge
 
-__global__ void merge_kernel(DecodeShape s, float* out) {
+__global__ void merge_kernel(DecodeShape s, void* out) {
   const int64_t row = blockIdx.x;  // b * Hq + query head
   const float* ml = s.part_ml + row * s.total_splits * 2;
   float m = -INFINITY;
@@ -1620,7 +1667,12 @@ __global__ void merge_kernel(DecodeShape s, float* out) {
     float acc = 0.f;
     for (int t = 0; t < s.total_splits; ++t)
       if (ml[t * 2] != -INFINITY) acc += expf(ml[t * 2] - m) * s.part_o[(row * s.total_splits + t) * s.head_dim + d];
-    out[row * s.head_dim + d] = acc / l;
+    const int64_t i = row * s.head_dim + d;
+    switch (s.q_type) {
+      case KVType::F32: static_cast<float*>(out)[i] = acc / l; break;
+      case KVType::F16: static_cast<__half*>(out)[i] = __float2half_rn(acc / l); break;
+      case KVType::BF16: static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(acc / l); break;
+    }
   }
 }
 
@@ -1698,7 +1750,8 @@ template <int G, bool Mma>
 cudaError_t launch_b1_typed(const DecodeShape& s, const PackedSegmentArgs& a, cudaStream_t stream) {
   const int64_t chunk = ((a.length + a.splits - 1) / a.splits + kB1Chunk - 1) / kB1Chunk * kB1Chunk;
   const size_t bytes = static_cast<size_t>(Mma ? mma_floats(G, s.head_dim, chunk) : b1_floats(G, s.head_dim, chunk)) * sizeof(float);
-  auto kernel = Mma ? packed_b1_mma_kernel<G> : packed_b1_kernel<G>;
+  auto kernel = Mma ? (s.head_dim == 128 ? packed_b1_mma_kernel<G, 4> : packed_b1_mma_kernel<G, 0>)
+                    : (s.head_dim == 128 ? packed_b1_kernel<G, 4> : packed_b1_kernel<G, 0>);
   const int threads = Mma ? kMmaThreads : kB1Threads;
   if (cudaError_t e = allow_shared(kernel, bytes); e != cudaSuccess) return e;
   const dim3 grid(s.batch * s.kv_heads, a.splits);
@@ -1839,7 +1892,7 @@ cudaError_t launch_token_words(const uint8_t* packed, uint32_t* words, int64_t r
   return cudaGetLastError();
 }
 
-cudaError_t launch_merge(const DecodeShape& s, float* out, cudaStream_t stream) {
+cudaError_t launch_merge(const DecodeShape& s, void* out, cudaStream_t stream) {
   const int rows = s.batch * s.kv_heads * s.groups;
   if (rows == 0) return cudaSuccess;
   merge_kernel<<<rows, 128, 0, stream>>>(s, out);

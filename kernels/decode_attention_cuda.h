@@ -14,7 +14,9 @@ enum class KVType { F32, F16, BF16 };
 
 struct DecodeShape {
   int batch = 0, kv_heads = 0, groups = 1, head_dim = 0;  // query heads = kv_heads * groups
-  const float* q = nullptr;   // [B, Hq, D] float32, already multiplied by the softmax scale
+  const void* q = nullptr;    // [B, Hq, D] of q_type; the kernels multiply it by q_scale (the softmax scale)
+  KVType q_type = KVType::F32;
+  float q_scale = 1.f;
   float* part_o = nullptr;    // [B, Hq, total_splits, D]
   float* part_ml = nullptr;   // [B, Hq, total_splits, 2]: max, sum of exp
   int total_splits = 0;
@@ -78,7 +80,7 @@ cudaError_t launch_full_segments_flash(const DecodeShape& s, const FullSegmentAr
 cudaError_t launch_packed_segment(const DecodeShape& s, const PackedSegmentArgs& a, cudaStream_t stream);
 // packed [rows, N, D/8] 1-bit codes -> words [rows, ceil(N/32), D] (bit i of word (w, d) = code of token 32w + i, channel d).
 cudaError_t launch_token_words(const uint8_t* packed, uint32_t* words, int64_t rows, int64_t n, int d, cudaStream_t stream);
-// out: [B, Hq, D] float32.
-cudaError_t launch_merge(const DecodeShape& s, float* out, cudaStream_t stream);
+// out: [B, Hq, D] of q_type.
+cudaError_t launch_merge(const DecodeShape& s, void* out, cudaStream_t stream);
 
 }  // namespace calibq::kernels::cuda
