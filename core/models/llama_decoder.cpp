@@ -1,13 +1,15 @@
 #include "core/models/llama_decoder.h"
 
 #include <c10/core/DeviceGuard.h>
-#include <torch/version.h>
 
 #include <cmath>
 #include <deque>
 
 #include "core/models/attention.h"
 #include "core/util/error.h"
+#include "kernels/rms_norm.h"
+#include "kernels/rope.h"
+#include "kernels/silu_mul.h"
 
 namespace calibq {
 
@@ -140,12 +142,9 @@ LlamaDecoder::LlamaDecoder(TextConfig config, DecoderWeights weights) : config_(
 at::Tensor LlamaDecoder::embed(const at::Tensor& ids) const { return at::embedding(w_.embed, ids); }
 
 at::Tensor LlamaDecoder::rms_norm(const at::Tensor& x, const at::Tensor& w) const {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  // On CUDA one fused operation instead of eight: a decode step at small batches is bound by
-  // the host's per-operation cost. It rounds once where transformers rounds the normalized
-  // value before the weight (at most one ulp apart in bf16); the CPU path keeps its order.
-  if (x.is_cuda()) return at::rms_norm(x, {x.size(-1)}, w, config_.rms_norm_eps);
-#endif
+  // On CUDA one kernel (kernels/rms_norm.h) with transformers' two roundings; the CPU keeps
+  // the tensor-op form (the kernel's CPU reference is a plain loop, slower at prefill sizes).
+  if (x.is_cuda()) return kernels::rms_norm(x, w, config_.rms_norm_eps);
   at::Tensor xf = x.to(at::kFloat);
   at::Tensor var = xf.pow(2).mean(-1, true);
   return w * (xf * at::rsqrt(var + config_.rms_norm_eps)).to(x.scalar_type());
@@ -207,9 +206,11 @@ class PerDevice {
 };
 
 // x cos + rotate_half(x) sin with rotate_half(x) = [-x2, x1]: as a roll of x by half the head
-// dimension times sin with its first half negated (rope() returns it so), in three operations
-// (mul, roll, addcmul) instead of seven.
+// dimension times sin with its first half negated (rope() returns it so). On CUDA one kernel
+// (kernels/rope.h, contiguous output); on the CPU three operations (mul, roll, addcmul)
+// instead of seven.
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& signed_sin) {
+  if (x.is_cuda()) return kernels::rope(x, cos, signed_sin);
   return at::addcmul(x * cos, at::roll(x, {x.size(-1) / 2}, {-1}), signed_sin);
 }
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
@@ -217,10 +218,13 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
 }
 }  // namespace
 
-at::Tensor LlamaDecoder::mlp(const DecoderLayerWeights& l, const at::Tensor& x) const {
+at::Tensor LlamaDecoder::mlp(const DecoderLayerWeights& l, const at::Tensor& x, const at::Tensor& residual) const {
   const at::Tensor gu = at::linear(x, l.gate_up);
   const int64_t inter = l.gate.size(0);
-  return at::linear(at::silu(gu.narrow(-1, 0, inter)) * gu.narrow(-1, inter, inter), l.down);
+  // On CUDA one kernel for silu and the product.
+  const at::Tensor gated =
+      gu.is_cuda() ? kernels::silu_mul(gu) : at::silu(gu.narrow(-1, 0, inter)) * gu.narrow(-1, inter, inter);
+  return residual + at::linear(gated, l.down);
 }
 
 at::Tensor LlamaDecoder::run_layers(const at::Tensor& embeds, const at::Tensor& positions, const Attend& attend) const {
@@ -245,7 +249,7 @@ at::Tensor LlamaDecoder::run_layers(const at::Tensor& embeds, const at::Tensor& 
     k = apply_rope(k, cos.on(dev), sin.on(dev)).contiguous();
     at::Tensor a = attend(i, q, k, v.contiguous()).transpose(1, 2).reshape({b, t, nh * hd});
     x = x + linear(a, l.o, l.o_bias);
-    x = x + mlp(l, rms_norm(x, l.post_norm));
+    x = mlp(l, rms_norm(x, l.post_norm), x);
   }
   if (x.device() != w_.norm.device()) x = x.to(w_.norm.device());
   return rms_norm(x, w_.norm);

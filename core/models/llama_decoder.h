@@ -81,7 +81,8 @@ class LlamaDecoder {
  private:
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w) const;
   std::pair<at::Tensor, at::Tensor> rope(const at::Tensor& positions, at::ScalarType dtype) const;
-  at::Tensor mlp(const DecoderLayerWeights& l, const at::Tensor& x) const;
+  // residual + the SwiGLU MLP of x.
+  at::Tensor mlp(const DecoderLayerWeights& l, const at::Tensor& x, const at::Tensor& residual) const;
   // Every layer with `attend(layer, q, k, v)` ([B, heads, T, d], after RoPE) supplying the
   // attention output [B, heads, T, d]; returns the final-normed hidden states.
   using Attend = std::function<at::Tensor(size_t, const at::Tensor&, const at::Tensor&, const at::Tensor&)>;

@@ -1,0 +1,32 @@
+// Device dispatch of the RMSNorm op: the CUDA kernel for CUDA tensors (when built with CUDA), the
+// plain-loop reference otherwise.
+#include "kernels/rms_norm.h"
+
+#include "kernels/cuda_dispatch.h"
+
+#ifdef CALIBQ_WITH_CUDA
+#include "kernels/rms_norm_cuda.h"
+#endif
+
+namespace calibq::kernels {
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
+  if (!x.is_cuda()) return rms_norm_cpu(x, w, eps);
+#ifdef CALIBQ_WITH_CUDA
+  check_rms_norm_inputs(x, w);
+  const at::Tensor xc = x.contiguous(), wc = w.contiguous();
+  at::Tensor out = at::empty(xc.sizes(), xc.options());
+  const int64_t n = xc.size(-1), rows = xc.numel() / n;
+  const cuda::KVType type = x.scalar_type() == at::kHalf       ? cuda::KVType::F16
+                            : x.scalar_type() == at::kBFloat16 ? cuda::KVType::BF16
+                                                               : cuda::KVType::F32;
+  check_cuda(cuda::launch_rms_norm(xc.data_ptr(), wc.data_ptr(), out.data_ptr(), rows, n, static_cast<float>(eps), type,
+                                   current_stream(xc)),
+             "rms_norm");
+  return out;
+#else
+  fail_no_cuda("rms_norm");
+#endif
+}
+
+}  // namespace calibq::kernels
