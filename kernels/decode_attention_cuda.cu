@@ -1066,7 +1066,12 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
     rlo[g] = INFINITY;
     rhi[g] = -INFINITY;
   }
-  constexpr int kUnits = 4;  // 16-token units per warp per round: their loads are all in flight at once
+  // 16-token units per warp per round: their loads are all in flight at once (eight where the
+  // unused second chunk frees the registers).
+  constexpr int kUnits = KWc == 4 ? 8 : 4;
+  float cst_reg[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g) cst_reg[g] = cst[g];
   // This lane's words: token gq (+8) of each unit, word tq (+4); 32-bit offsets from there.
   const uint32_t* __restrict__ kl = Kb + gq * KW + tq;
   const bool word_ok[2] = {tq < KW, chunks > 1 && 4 + tq < KW};
@@ -1096,23 +1101,17 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
           }
         float t0 = lo8[0] * wp[g][0] + lo8[1] * wp[g][1] + hi8[0] * wp[g][2] + hi8[1] * wp[g][3];
         float t1 = lo8[2] * wp[g][0] + lo8[3] * wp[g][1] + hi8[2] * wp[g][2] + hi8[3] * wp[g][3];
-#pragma unroll
-        for (int o = 1; o < 4; o <<= 1) {
-          t0 += __shfl_xor_sync(0xffffffffu, t0, o);
-          t1 += __shfl_xor_sync(0xffffffffu, t1, o);
-        }
-        if (tq == 0) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int t = u * 16 + gq + 8 * e;
-            if (t < len) {
-              const float dot = e ? t1 : t0;
-              const float v = a.k_token_axis ? ks[n0 + t] * (dot - kz[n0 + t] * cst[g]) : dot + cst[g];
-              sc[g * chunk + t] = v;
-              rlo[g] = fminf(rlo[g], v);
-              rhi[g] = fmaxf(rhi[g], v);
-            }
-          }
+        // Reduce over the row's 4 lanes so that lane 0 ends with token gq and lane 2 with
+        // token gq + 8: half the shuffles of reducing both everywhere, one store per lane.
+        const bool upper = tq & 2;
+        float dot = (upper ? t1 : t0) + __shfl_xor_sync(0xffffffffu, upper ? t0 : t1, 2);
+        dot += __shfl_xor_sync(0xffffffffu, dot, 1);
+        const int t = u * 16 + gq + (upper ? 8 : 0);
+        if ((tq & 1) == 0 && t < len) {
+          const float v = a.k_token_axis ? ks[n0 + t] * (dot - kz[n0 + t] * cst_reg[g]) : dot + cst_reg[g];
+          sc[g * chunk + t] = v;
+          rlo[g] = fminf(rlo[g], v);
+          rhi[g] = fmaxf(rhi[g], v);
         }
       }
     }
@@ -1205,24 +1204,31 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
   const int64_t Wtot = (N + 31) / 32, w0 = n0 / 32;
   const uint32_t* VTb = a.v_token_words + (static_cast<int64_t>(bh) * Wtot + w0) * D;
   const int Wleft = static_cast<int>(Wtot - w0);
-  for (int cg = warp; cg < D / 8; cg += warps) {
-    int acc[G][4];
+  // Two channel groups per warp at once (cg and cg + warps): two independent mma chains, twice
+  // the value loads in flight, and the probability planes read once for both.
+  for (int cg = warp; cg < D / 8; cg += 2 * warps) {
+    const bool two = cg + warps < D / 8;
+    int acc[2][G][4];
 #pragma unroll
-    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0;
-    const int d = cg * 8 + gq;
+    for (int c = 0; c < 2; ++c)
+#pragma unroll
+      for (int g = 0; g < G; ++g) acc[c][g][0] = acc[c][g][1] = acc[c][g][2] = acc[c][g][3] = 0;
     const int blocks = (len + 255) / 256;
-    const uint32_t* __restrict__ vl = VTb + tq * D + d;  // word tq (+4) of each 256-token block, channel d
-    const uint32_t* pl0 = pplanes + gq * Wc + tq;        // planes gq (+8), word tq (+4)
+    // Word tq (+4) of each 256-token block, channel cg * 8 + gq (and warps * 8 channels on).
+    const uint32_t* __restrict__ vl = VTb + tq * D + cg * 8 + gq;
+    const uint32_t* pl0 = pplanes + gq * Wc + tq;  // planes gq (+8), word tq (+4)
     for (int tb0 = 0; tb0 < blocks; tb0 += 4) {
-      uint32_t bw[4][2];
+      uint32_t bw[2][4][2];
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int wa = (tb0 + k) * 8 + tq;  // words from the split's first
-        const bool ok = tb0 + k < blocks;
-        const uint32_t* v = vl + (tb0 + k) * 8 * D;
-        bw[k][0] = ok && wa < Wleft ? __ldg(v) : 0u;
-        bw[k][1] = ok && wa + 4 < Wleft ? __ldg(v + 4 * D) : 0u;
-      }
+      for (int c = 0; c < 2; ++c)
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const int wa = (tb0 + k) * 8 + tq;  // words from the split's first
+          const bool ok = (c == 0 || two) && tb0 + k < blocks;
+          const uint32_t* v = vl + c * warps * 8 + (tb0 + k) * 8 * D;
+          bw[c][k][0] = ok && wa < Wleft ? __ldg(v) : 0u;
+          bw[c][k][1] = ok && wa + 4 < Wleft ? __ldg(v + 4 * D) : 0u;
+        }
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         if (tb0 + k >= blocks) break;
@@ -1230,23 +1236,29 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
         for (int g = 0; g < G; ++g) {
           const uint32_t* pl = pl0 + g * 16 * Wc + (tb0 + k) * 8;
           const uint32_t af[4] = {pl[0], pl[8 * Wc], pl[4], pl[8 * Wc + 4]};
-          mma_b1_k256(acc[g], af, bw[k][0], bw[k][1]);
+          mma_b1_k256(acc[0][g], af, bw[0][k][0], bw[0][k][1]);
+          if (two) mma_b1_k256(acc[1][g], af, bw[1][k][0], bw[1][k][1]);
         }
       }
     }
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
-      const float lo_w = static_cast<float>(1u << gq), hi_w = static_cast<float>(1u << (gq + 8));
-      float t0 = acc[g][0] * lo_w + acc[g][2] * hi_w;
-      float t1 = acc[g][1] * lo_w + acc[g][3] * hi_w;
+    for (int c = 0; c < 2; ++c) {
+      if (c == 1 && !two) break;
+      const int cgc = cg + c * warps;
 #pragma unroll
-      for (int o = 4; o < 32; o <<= 1) {
-        t0 += __shfl_xor_sync(0xffffffffu, t0, o);
-        t1 += __shfl_xor_sync(0xffffffffu, t1, o);
-      }
-      if (gq == 0) {
-        red[g * D + cg * 8 + 2 * tq] = t0 * pstep[g];
-        red[g * D + cg * 8 + 2 * tq + 1] = t1 * pstep[g];
+      for (int g = 0; g < G; ++g) {
+        const float lo_w = static_cast<float>(1u << gq), hi_w = static_cast<float>(1u << (gq + 8));
+        float t0 = acc[c][g][0] * lo_w + acc[c][g][2] * hi_w;
+        float t1 = acc[c][g][1] * lo_w + acc[c][g][3] * hi_w;
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) {
+          t0 += __shfl_xor_sync(0xffffffffu, t0, o);
+          t1 += __shfl_xor_sync(0xffffffffu, t1, o);
+        }
+        if (gq == 0) {
+          red[g * D + cgc * 8 + 2 * tq] = t0 * pstep[g];
+          red[g * D + cgc * 8 + 2 * tq + 1] = t1 * pstep[g];
+        }
       }
     }
   }
