@@ -1436,18 +1436,23 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
   // 3. Scores: sixteen tokens per mma row block, all G heads in its columns. Each lane keeps
   //    the range of the scores it writes (heads 2 tq and 2 tq + 1) for calibration and softmax.
   float lo2[2] = {INFINITY, INFINITY}, hi2[2] = {-INFINITY, -INFINITY};
-  // The heads whose scores this lane writes (2 tq, 2 tq + 1: hi columns only when G <= 4),
-  // with their max |q'| and per-row constant in registers.
+  // The heads whose scores this lane writes, with their max |q'| and per-row constant in
+  // registers. G > 4: heads 2 tq, 2 tq + 1 (columns = heads). G <= 4: a head's hi and lo
+  // columns sit on lanes tq and tq ^ kLoLane; after one exchange the hi lane holds the row's
+  // first token (gq) and the lo lane its second (gq + 8), for heads hbase, hbase + 1.
+  constexpr int kLoLane = Gp / 2;
+  const bool lo_lane = kParts == 1 && (tq & kLoLane);
+  const int hbase = kParts == 1 ? 2 * (tq & (kLoLane - 1)) : 2 * tq;
   bool writes[2];
   float head_qmax[2], head_cst[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int head = 2 * tq + h;
-    writes[h] = head < G && (kParts == 2 || head < Gp);
+    const int head = hbase + h;
+    writes[h] = head < G && (kParts == 2 || tq < 2 * kLoLane);
     head_qmax[h] = writes[h] ? qmax[head] : 0.f;
     head_cst[h] = writes[h] ? cst[head] : 0.f;
   }
-  float* sc_lane = sc + 2 * tq * chunk;  // head 2 tq's row; 2 tq + 1 is `chunk` further
+  float* sc_lane = sc + hbase * chunk;  // head hbase's row; hbase + 1 is `chunk` further
   constexpr int kUnits = 4;  // 16-token units per warp per round: their loads are all in flight at once
   for (int u0 = warp * kUnits; u0 * 16 < len; u0 += warps * kUnits) {
     uint32_t kw[kUnits][2][kMmaMaxWords];
@@ -1484,16 +1489,26 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
           for (int part = 0; part < kParts; ++part) M::mma(acc, af, qb[w][st][0][part], qb[w][st][1][part]);
         }
       }
-      // Hi and lo columns of a head into the hi column's lane (G <= 4).
+      // G <= 4: hi + lo of a head, the hi lane keeping token gq and the lo lane token gq + 8
+      // (two shuffles, two entries per lane).
+      float dots[4];
+      int entries = 4;
       if constexpr (kParts == 1) {
+        const float keep0 = lo_lane ? acc[2] : acc[0], keep1 = lo_lane ? acc[3] : acc[1];
+        const float send0 = lo_lane ? acc[0] : acc[2], send1 = lo_lane ? acc[1] : acc[3];
+        dots[0] = keep0 + __shfl_xor_sync(0xffffffffu, send0, kLoLane);
+        dots[1] = keep1 + __shfl_xor_sync(0xffffffffu, send1, kLoLane);
+        entries = 2;
+      } else {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc[e] += __shfl_xor_sync(0xffffffffu, acc[e], Gp / 2);
+        for (int e = 0; e < 4; ++e) dots[e] = acc[e];
       }
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int h = e & 1, t = u * 16 + gq + 8 * (e >> 1);
+        if (e >= entries) break;
+        const int h = e & 1, t = u * 16 + gq + ((e >> 1) || lo_lane ? 8 : 0);
         if (writes[h] && t < len) {
-          const float dot = acc[e] * head_qmax[h];
+          const float dot = dots[e] * head_qmax[h];
           const float v = a.k_token_axis ? ks[n0 + t] * (dot - kz[n0 + t] * head_cst[h]) : dot + head_cst[h];
           sc_lane[h * chunk + t] = v;
           lo2[h] = fminf(lo2[h], v);
@@ -1505,13 +1520,18 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
   // 4. The split's score range per head: over the lanes of each tq, then over the warps.
   float* wrange = delta + G;  // [warps][G][2]
 #pragma unroll
-  for (int h = 0; h < 2; ++h)
+  for (int h = 0; h < 2; ++h) {
 #pragma unroll
     for (int o = 4; o < 32; o <<= 1) {
       lo2[h] = fminf(lo2[h], __shfl_xor_sync(0xffffffffu, lo2[h], o));
       hi2[h] = fmaxf(hi2[h], __shfl_xor_sync(0xffffffffu, hi2[h], o));
     }
-  if (gq == 0)
+    if constexpr (kParts == 1) {  // the hi and lo lanes of the same heads (different tokens)
+      lo2[h] = fminf(lo2[h], __shfl_xor_sync(0xffffffffu, lo2[h], kLoLane));
+      hi2[h] = fmaxf(hi2[h], __shfl_xor_sync(0xffffffffu, hi2[h], kLoLane));
+    }
+  }
+  if (gq == 0 && !lo_lane)
 #pragma unroll
     for (int h = 0; h < 2; ++h)
       if (2 * tq + h < G) {
