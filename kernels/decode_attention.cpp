@@ -112,9 +112,7 @@ at::Tensor decode_attention(const DecodeAttentionInputs& in) {
   // writes the output in that dtype: no conversion kernels around the attention (at batch 1
   // each one is a few microseconds of a ~9 ms step, 32 layers over).
   const at::Tensor q = in.q.contiguous();
-  const cuda::KVType q_type = q.scalar_type() == at::kHalf       ? cuda::KVType::F16
-                              : q.scalar_type() == at::kBFloat16 ? cuda::KVType::BF16
-                                                                 : cuda::KVType::F32;
+  const cuda::KVType q_type = element_type(q, "decode_attention");
   const at::TensorOptions f32 = q.options().dtype(at::kFloat);
   cuda::DecodeShape s;
   s.batch = static_cast<int>(B);

@@ -21,6 +21,7 @@
 #include <type_traits>
 #include <unordered_map>
 
+#include "kernels/cuda_convert.cuh"
 #include "kernels/decode_attention_cuda.h"
 
 namespace calibq::kernels::cuda {
@@ -30,10 +31,6 @@ namespace {
 constexpr int kFullThreads = 128;
 constexpr int kPackedThreads = 256;
 constexpr int kMaxPerLane = 8;  // head_dim <= 256 = 32 lanes x 8
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 struct Sum {
   __device__ float operator()(float a, float b) const { return a + b; }
@@ -93,8 +90,8 @@ struct QRow {
   __device__ __forceinline__ float operator[](int64_t i) const {
     switch (type) {
       case KVType::F32: return static_cast<const float*>(base)[i] * scale;
-      case KVType::F16: return __half2float(static_cast<const __half*>(base)[i]) * scale;
-      case KVType::BF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[i]) * scale;
+      case KVType::F16: return as_float(static_cast<const __half*>(base)[i]) * scale;
+      case KVType::BF16: return as_float(static_cast<const __nv_bfloat16*>(base)[i]) * scale;
     }
     return 0.f;
   }
@@ -113,6 +110,13 @@ __device__ __forceinline__ float* partial_out(const DecodeShape& s, int bh, int 
   return s.part_o + ((static_cast<int64_t>(bh) * s.groups + g) * s.total_splits + split) * s.head_dim;
 }
 
+
+// A key's score from the dot product of q' with its codes: per-token key scales and zero-points
+// apply after the sum, s_n (dot - z_n sum(q)); per-channel ones are in q' and the row constant.
+__device__ __forceinline__ float key_score(const PackedSegmentArgs& a, const float* ks, const float* kz, int64_t n,
+                                           float dot, float cst) {
+  return a.k_token_axis ? ks[n] * (dot - kz[n] * cst) : dot + cst;
+}
 
 // A row's score range over every split, from the min/max pass's records [splits][2].
 __device__ __forceinline__ void range_over_splits(const float* mm, int splits, float& lo, float& hi) {
@@ -267,13 +271,13 @@ __device__ __forceinline__ void load_lane_row(float (&x)[kMaxPerLane], const T* 
       reinterpret_cast<uint32_t*>(tmp)[0] = reinterpret_cast<const uint32_t*>(p)[0];
     }
 #pragma unroll
-    for (int i = 0; i < kMaxPerLane; ++i) x[i] = i < r.per ? to_float(tmp[i]) : 0.f;
+    for (int i = 0; i < kMaxPerLane; ++i) x[i] = i < r.per ? as_float(tmp[i]) : 0.f;
     return;
   }
 #pragma unroll
   for (int i = 0; i < kMaxPerLane; ++i) {
     const int d = lane + 32 * i;
-    x[i] = d < r.D ? to_float(row[d]) : 0.f;
+    x[i] = d < r.D ? as_float(row[d]) : 0.f;
   }
 }
 
@@ -324,7 +328,7 @@ __global__ void __launch_bounds__(kFullThreads) full_segment_kernel(DecodeShape 
         const T* x = reinterpret_cast<const T*>(&raw[c]);
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-          const float kv = to_float(x[j]);
+          const float kv = as_float(x[j]);
 #pragma unroll
           for (int g = 0; g < G; ++g) dot[g] += qs[g * D + c * 8 + j] * kv;
         }
@@ -351,7 +355,7 @@ __global__ void __launch_bounds__(kFullThreads) full_segment_kernel(DecodeShape 
       }
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
-        const float kv = to_float(x[j]);
+        const float kv = as_float(x[j]);
 #pragma unroll
         for (int g = 0; g < G; ++g) dot[g] += d0 + j < D ? qs[g * D + d0 + j] * kv : 0.f;
       }
@@ -440,14 +444,11 @@ inline size_t flash_shared_bytes(int head_dim, int stages = kFlashStages) {
   return static_cast<size_t>(kFlashWarps) * stages * 2 * kFlashTile * head_dim * 2;
 }
 
-// fp16 or bf16 operands of mma.m16n8k16 (float accumulators): rounding, packing a pair, the mma.
+// fp16 or bf16 operands of mma.m16n8k16 (float accumulators): packing a pair, splitting a
+// pair into hi and lo parts, the mma.
 template <typename T>
 struct Mma16 {
   static constexpr bool kHalf = std::is_same<T, __half>::value;
-  static __device__ __forceinline__ float round(float x) {
-    if constexpr (kHalf) return __half2float(__float2half_rn(x));
-    else return __bfloat162float(__float2bfloat16_rn(x));
-  }
   static __device__ __forceinline__ uint32_t pack(float a, float b) {
     uint32_t bits;
     if constexpr (kHalf) {
@@ -458,6 +459,13 @@ struct Mma16 {
       memcpy(&bits, &h, 4);
     }
     return bits;
+  }
+  // A float pair as hi = T(x) and lo = T(x - hi), each packed: about twice T's bits of x as
+  // two operands whose products add up.
+  static __device__ __forceinline__ void split_pair(float a, float b, uint32_t& hi, uint32_t& lo) {
+    const float ha = as_float(from_float<T>(a)), hb = as_float(from_float<T>(b));
+    hi = pack(ha, hb);
+    lo = pack(a - ha, b - hb);
   }
   static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -598,10 +606,7 @@ __global__ void __launch_bounds__(kFlashThreads) full_segment_flash_kernel(Decod
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int d = ks * 16 + half * 8 + 2 * tq;
-        const float x = gq < G ? q[d] : 0.f, y = gq < G ? q[d + 1] : 0.f;
-        const float hx = M::round(x), hy = M::round(y);
-        qa[ks][half * 2] = M::pack(hx, hy);
-        qa[ks][half * 2 + 1] = M::pack(x - hx, y - hy);
+        M::split_pair(gq < G ? q[d] : 0.f, gq < G ? q[d + 1] : 0.f, qa[ks][half * 2], qa[ks][half * 2 + 1]);
       }
   }
 
@@ -667,9 +672,7 @@ __global__ void __launch_bounds__(kFlashThreads) full_segment_flash_kernel(Decod
     for (int nt = 0; nt < 2; ++nt) {
       const float p0 = gq < G ? __expf(sc[nt][0] - shift) : 0.f, p1 = gq < G ? __expf(sc[nt][1] - shift) : 0.f;
       row_l += p0 + p1;
-      const float h0 = M::round(p0), h1 = M::round(p1);
-      pa[nt * 2] = M::pack(h0, h1);
-      pa[nt * 2 + 1] = M::pack(p0 - h0, p1 - h1);
+      M::split_pair(p0, p1, pa[nt * 2], pa[nt * 2 + 1]);
     }
     // Values: output tiles of 8 channels, two per ldmatrix.
 #pragma unroll
@@ -845,7 +848,7 @@ __global__ void __launch_bounds__(kPackedThreads)
     }
 #pragma unroll
     for (int g = 0; g < G; ++g)
-      sc[g * chunk + (n - n0)] = a.k_token_axis ? ks[n] * (acc[g] - kz[n] * cst[g]) : acc[g] + cst[g];
+      sc[g * chunk + (n - n0)] = key_score(a, ks, kz, n, acc[g], cst[g]);
   }
   __syncthreads();
 
@@ -1108,7 +1111,7 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
         dot += __shfl_xor_sync(0xffffffffu, dot, 1);
         const int t = u * 16 + gq + (upper ? 8 : 0);
         if ((tq & 1) == 0 && t < len) {
-          const float v = a.k_token_axis ? ks[n0 + t] * (dot - kz[n0 + t] * cst_reg[g]) : dot + cst_reg[g];
+          const float v = key_score(a, ks, kz, n0 + t, dot, cst_reg[g]);
           sc[g * chunk + t] = v;
           rlo[g] = fminf(rlo[g], v);
           rhi[g] = fmaxf(rhi[g], v);
@@ -1315,11 +1318,6 @@ struct CodeLanes {
   __device__ __forceinline__ uint32_t word(uint32_t w) const { return __funnelshift_l(w, w, rotate); }
 };
 
-__device__ __forceinline__ void bf16_split(float x, float& hi, float& lo) {
-  hi = __bfloat162float(__float2bfloat16_rn(x));
-  lo = x - hi;
-}
-
 constexpr int kMmaThreads = 256;  // 8 warps: one 16-channel tile each for head_dim 128
 constexpr int kMmaMaxWords = 4;   // head_dim <= 128
 
@@ -1417,18 +1415,17 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
       for (int st = 0; st < 2; ++st)
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          float hi[2], lo[2];
+          float x[2];
 #pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float x =
-                live && w < KW ? qf[head * D + 32 * w + code_bit(tq, st, r, e)] * rq * code_unscale(tq, st, r) : 0.f;
-            bf16_split(x, hi[e], lo[e]);
-          }
+          for (int e = 0; e < 2; ++e)
+            x[e] = live && w < KW ? qf[head * D + 32 * w + code_bit(tq, st, r, e)] * rq * code_unscale(tq, st, r) : 0.f;
+          uint32_t hi, lo;
+          M::split_pair(x[0], x[1], hi, lo);
           if constexpr (kParts == 1) {
-            qb[w][st][r][0] = gq < Gp ? M::pack(hi[0], hi[1]) : M::pack(lo[0], lo[1]);
+            qb[w][st][r][0] = gq < Gp ? hi : lo;
           } else {
-            qb[w][st][r][0] = M::pack(hi[0], hi[1]);
-            qb[w][st][r][kParts - 1] = M::pack(lo[0], lo[1]);
+            qb[w][st][r][0] = hi;
+            qb[w][st][r][kParts - 1] = lo;
           }
         }
   }
@@ -1509,7 +1506,7 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
         const int h = e & 1, t = u * 16 + gq + ((e >> 1) || lo_lane ? 8 : 0);
         if (writes[h] && t < len) {
           const float dot = dots[e] * head_qmax[h];
-          const float v = a.k_token_axis ? ks[n0 + t] * (dot - kz[n0 + t] * head_cst[h]) : dot + head_cst[h];
+          const float v = key_score(a, ks, kz, n0 + t, dot, head_cst[h]);
           sc_lane[h * chunk + t] = v;
           lo2[h] = fminf(lo2[h], v);
           hi2[h] = fmaxf(hi2[h], v);
@@ -1580,7 +1577,7 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
     uint2* f = pfrag + (wb * 2 + st) * kParts * 32;
 #pragma unroll
     for (int g = 0; g < G; ++g) {
-      float hi[4], lo[4];
+      float pv[4];
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         float p = ts[j] < len ? exp2f(al2[g] * sc[g * chunk + ts[j]] + sh2[g]) : 0.f;
@@ -1589,10 +1586,13 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
           dsum[g] += p * svz[j];
           p *= sv[j];
         }
-        bf16_split(p * unscale[j >> 1], hi[j], lo[j]);
+        pv[j] = p * unscale[j >> 1];
       }
-      f[g * 4 + t4] = make_uint2(M::pack(hi[0], hi[1]), M::pack(hi[2], hi[3]));
-      f[(kParts - 1) * 32 + (kParts == 1 ? g + Gp : g) * 4 + t4] = make_uint2(M::pack(lo[0], lo[1]), M::pack(lo[2], lo[3]));
+      uint2 hi, lo;
+      M::split_pair(pv[0], pv[1], hi.x, lo.x);
+      M::split_pair(pv[2], pv[3], hi.y, lo.y);
+      f[g * 4 + t4] = hi;
+      f[(kParts - 1) * 32 + (kParts == 1 ? g + Gp : g) * 4 + t4] = lo;
     }
   }
   // Row sums (and the token-axis zero-point terms) over the block: warp, then across warps.
@@ -1717,8 +1717,8 @@ __global__ void merge_kernel(DecodeShape s, void* out) {
     const int64_t i = row * s.head_dim + d;
     switch (s.q_type) {
       case KVType::F32: static_cast<float*>(out)[i] = acc / l; break;
-      case KVType::F16: static_cast<__half*>(out)[i] = __float2half_rn(acc / l); break;
-      case KVType::BF16: static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(acc / l); break;
+      case KVType::F16: static_cast<__half*>(out)[i] = from_float<__half>(acc / l); break;
+      case KVType::BF16: static_cast<__nv_bfloat16*>(out)[i] = from_float<__nv_bfloat16>(acc / l); break;
     }
   }
 }

@@ -8,9 +8,9 @@
 
 #include <cstdint>
 
-namespace calibq::kernels::cuda {
+#include "kernels/cuda_types.h"
 
-enum class KVType { F32, F16, BF16 };
+namespace calibq::kernels::cuda {
 
 struct DecodeShape {
   int batch = 0, kv_heads = 0, groups = 1, head_dim = 0;  // query heads = kv_heads * groups

@@ -17,10 +17,7 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
   const at::Tensor xc = x.contiguous(), wc = w.contiguous();
   at::Tensor out = at::empty(xc.sizes(), xc.options());
   const int64_t n = xc.size(-1), rows = xc.numel() / n;
-  const cuda::KVType type = x.scalar_type() == at::kHalf       ? cuda::KVType::F16
-                            : x.scalar_type() == at::kBFloat16 ? cuda::KVType::BF16
-                                                               : cuda::KVType::F32;
-  check_cuda(cuda::launch_rms_norm(xc.data_ptr(), wc.data_ptr(), out.data_ptr(), rows, n, static_cast<float>(eps), type,
+  check_cuda(cuda::launch_rms_norm(xc.data_ptr(), wc.data_ptr(), out.data_ptr(), rows, n, static_cast<float>(eps), element_type(x, "rms_norm"),
                                    current_stream(xc)),
              "rms_norm");
   return out;

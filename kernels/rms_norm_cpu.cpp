@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "kernels/cuda_dispatch.h"
 #include "kernels/rms_norm.h"
 
 namespace calibq::kernels {
@@ -27,13 +28,12 @@ void rms_norm_loops(const T* x, const T* w, T* out, int64_t rows, int64_t n, dou
 }  // namespace
 
 void check_rms_norm_inputs(const at::Tensor& x, const at::Tensor& w) {
+  check_float_dtype(x, "rms_norm");
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) > 0, "rms_norm: x needs a non-empty last dimension, got ", x.sizes());
   TORCH_CHECK(w.dim() == 1 && w.size(0) == x.size(-1), "rms_norm: the weight must be [", x.size(-1), "], got ", w.sizes());
   TORCH_CHECK(w.scalar_type() == x.scalar_type(), "rms_norm: the weight must have x's dtype ", x.scalar_type(), ", got ",
               w.scalar_type());
   TORCH_CHECK(w.device() == x.device(), "rms_norm: the weight must be on x's device");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16,
-              "rms_norm: x must be float32, float16 or bfloat16, got ", x.scalar_type());
 }
 
 at::Tensor rms_norm_cpu(const at::Tensor& x, const at::Tensor& w, double eps) {

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "kernels/decode_attention_cuda.h"  // KVType
+#include "kernels/cuda_types.h"
 
 namespace calibq::kernels::cuda {
 

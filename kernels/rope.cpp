@@ -26,12 +26,7 @@ at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& si
   a.H = x.size(1);
   a.T = x.size(2);
   a.D = x.size(3);
-  switch (x.scalar_type()) {
-    case at::kFloat: a.type = cuda::KVType::F32; break;
-    case at::kHalf: a.type = cuda::KVType::F16; break;
-    case at::kBFloat16: a.type = cuda::KVType::BF16; break;
-    default: TORCH_CHECK(false, "rope: x must be float32, float16 or bfloat16, got ", x.scalar_type());
-  }
+  a.type = element_type(x, "rope");
   check_cuda(cuda::launch_rope(a, current_stream(x)), "rope");
   return out;
 #else

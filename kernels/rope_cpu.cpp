@@ -2,6 +2,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include "kernels/cuda_dispatch.h"
 #include "kernels/rope.h"
 
 namespace calibq::kernels {
@@ -30,6 +31,7 @@ void rope_loops(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& ss
 }  // namespace
 
 void check_rope_inputs(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& signed_sin) {
+  check_float_dtype(x, "rope");
   TORCH_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "rope: x must be [B, H, T, D] with D even, got ", x.sizes());
   TORCH_CHECK(cos.dim() == 4 && cos.size(0) == x.size(0) && cos.size(1) == 1 && cos.size(2) == x.size(2) &&
                   cos.size(3) == x.size(3) && signed_sin.sizes() == cos.sizes(),
@@ -48,7 +50,7 @@ at::Tensor rope_cpu(const at::Tensor& x, const at::Tensor& cos, const at::Tensor
     case at::kFloat: rope_loops<float>(xc, cc, sc, out); break;
     case at::kHalf: rope_loops<c10::Half>(xc, cc, sc, out); break;
     case at::kBFloat16: rope_loops<c10::BFloat16>(xc, cc, sc, out); break;
-    default: TORCH_CHECK(false, "rope: x must be float32, float16 or bfloat16, got ", x.scalar_type());
+    default: break;  // rejected by check_rope_inputs
   }
   return out;
 }

@@ -19,10 +19,7 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
   const int64_t inter = sizes.back() / 2, rows = inter == 0 ? 0 : gu.numel() / (2 * inter);
   sizes.back() = inter;
   at::Tensor out = at::empty(sizes, gu.options());
-  const cuda::KVType type = gu.scalar_type() == at::kHalf       ? cuda::KVType::F16
-                            : gu.scalar_type() == at::kBFloat16 ? cuda::KVType::BF16
-                                                                : cuda::KVType::F32;
-  check_cuda(cuda::launch_silu_mul(gu.data_ptr(), out.data_ptr(), rows, inter, type, current_stream(gu)), "silu_mul");
+  check_cuda(cuda::launch_silu_mul(gu.data_ptr(), out.data_ptr(), rows, inter, element_type(gu, "silu_mul"), current_stream(gu)), "silu_mul");
   return out;
 #else
   fail_no_cuda("silu_mul");

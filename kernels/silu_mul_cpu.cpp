@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "kernels/cuda_dispatch.h"
 #include "kernels/silu_mul.h"
 
 namespace calibq::kernels {
@@ -25,9 +26,7 @@ void silu_mul_loops(const T* gu, T* out, int64_t rows, int64_t inter) {
 void check_silu_mul_inputs(const at::Tensor& gate_up) {
   TORCH_CHECK(gate_up.dim() >= 1 && gate_up.size(-1) % 2 == 0,
               "silu_mul: the gate/up tensor needs an even last dimension (gate then up), got ", gate_up.sizes());
-  TORCH_CHECK(gate_up.scalar_type() == at::kFloat || gate_up.scalar_type() == at::kHalf ||
-                  gate_up.scalar_type() == at::kBFloat16,
-              "silu_mul: float32, float16 or bfloat16, got ", gate_up.scalar_type());
+  check_float_dtype(gate_up, "silu_mul");
 }
 
 at::Tensor silu_mul_cpu(const at::Tensor& gate_up) {

@@ -10,6 +10,7 @@
 #include "kernels/cuda_dispatch.h"
 #include "kernels/decode_attention.h"
 #include "kernels/pack_bits.h"
+#include "tests/device_test.h"
 
 namespace calibq {
 namespace {
@@ -138,12 +139,7 @@ DecodeAttentionInputs to_device(DecodeAttentionInputs in, at::Device dev) {
   return in;
 }
 
-class DecodeAttention : public ::testing::TestWithParam<at::DeviceType> {
- protected:
-  void SetUp() override {
-    if (GetParam() == at::kCUDA && !kernels::cuda_available()) GTEST_SKIP() << "no CUDA device";
-  }
-};
+using DecodeAttention = test::OnEachDevice;
 
 TEST_P(DecodeAttention, MatchesAttentionOnTheDequantizedCache) {
   at::manual_seed(7);
@@ -277,8 +273,7 @@ TEST_P(DecodeAttention, TokenWordsHoldThirtyTwoTokensOfOneChannel) {
         }
 }
 
-INSTANTIATE_TEST_SUITE_P(Devices, DecodeAttention, ::testing::Values(at::kCPU, at::kCUDA),
-                         [](const auto& info) { return info.param == at::kCPU ? std::string("CPU") : std::string("CUDA"); });
+CALIBQ_ON_EACH_DEVICE(DecodeAttention);
 
 // The cache hands the kernel exactly its blocks: the reference on the cache's kernel inputs
 // equals the cache's own attention (tensor-op path), for the layouts the kernel takes.

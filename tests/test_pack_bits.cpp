@@ -5,17 +5,12 @@
 
 #include "kernels/cuda_dispatch.h"
 #include "kernels/pack_bits.h"
+#include "tests/device_test.h"
 
 namespace calibq::kernels {
 namespace {
 
-class PackBits : public ::testing::TestWithParam<at::DeviceType> {
- protected:
-  void SetUp() override {
-    if (GetParam() == at::kCUDA && !cuda_available()) GTEST_SKIP() << "no CUDA device";
-  }
-  at::Device device() const { return at::Device(GetParam()); }
-};
+using PackBits = test::OnEachDevice;
 
 TEST_P(PackBits, RoundTripsEveryWidthAndOddLength) {
   at::manual_seed(0);
@@ -59,8 +54,7 @@ TEST(PackBitsCpu, RejectsBadInput) {
   EXPECT_THROW(unpack_codes(at::zeros({3}, at::kByte), 1, 30), c10::Error);
 }
 
-INSTANTIATE_TEST_SUITE_P(Devices, PackBits, ::testing::Values(at::kCPU, at::kCUDA),
-                         [](const auto& info) { return info.param == at::kCPU ? "CPU" : "CUDA"; });
+CALIBQ_ON_EACH_DEVICE(PackBits);
 
 }  // namespace
 }  // namespace calibq::kernels

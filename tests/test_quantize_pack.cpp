@@ -7,18 +7,14 @@
 #include "kernels/cuda_dispatch.h"
 #include "kernels/pack_bits.h"
 #include "kernels/quantize_pack.h"
+#include "tests/device_test.h"
 
 namespace calibq {
 namespace {
 
 using kernels::ScaleAxis;
 
-class QuantizePack : public ::testing::TestWithParam<at::DeviceType> {
- protected:
-  void SetUp() override {
-    if (GetParam() == at::kCUDA && !kernels::cuda_available()) GTEST_SKIP() << "no CUDA device";
-  }
-};
+using QuantizePack = test::OnEachDevice;
 
 // K-like data: an outlier channel, a constant channel and a constant token (flat groups).
 at::Tensor kv_like(int64_t b, int64_t h, int64_t n, int64_t d) {
@@ -69,8 +65,7 @@ TEST_P(QuantizePack, RejectsBadInput) {
   EXPECT_THROW(kernels::quantize_pack(at::randn({1, 1, 4, 8}).to(GetParam()), 9, ScaleAxis::Channel, 1.0), c10::Error);
 }
 
-INSTANTIATE_TEST_SUITE_P(Devices, QuantizePack, ::testing::Values(at::kCPU, at::kCUDA),
-                         [](const auto& info) { return info.param == at::kCPU ? std::string("CPU") : std::string("CUDA"); });
+CALIBQ_ON_EACH_DEVICE(QuantizePack);
 
 }  // namespace
 }  // namespace calibq

@@ -5,27 +5,12 @@
 
 #include "kernels/cuda_dispatch.h"
 #include "kernels/rope.h"
+#include "tests/device_test.h"
 
 namespace calibq {
 namespace {
 
-// Within two units of the dtype's last place of the terms' magnitude |x cos| + |roll(x) sin|
-// (FMA contraction and cancellation may round the float sum differently before the one
-// rounding to the dtype).
-void expect_close(const at::Tensor& got, const at::Tensor& want, const at::Tensor& scale, at::ScalarType dtype,
-                  const std::string& what) {
-  const double ulp = dtype == at::kFloat ? 1.2e-7 : dtype == at::kHalf ? 9.8e-4 : 7.9e-3;
-  const at::Tensor g = got.cpu().to(at::kDouble), w = want.cpu().to(at::kDouble);
-  const at::Tensor allowed = 2 * ulp * (scale + w.abs());
-  EXPECT_TRUE(((g - w).abs() <= allowed).all().item<bool>()) << what << ": max |diff| " << (g - w).abs().max().item<double>();
-}
-
-class Rope : public ::testing::TestWithParam<at::DeviceType> {
- protected:
-  void SetUp() override {
-    if (GetParam() == at::kCUDA && !kernels::cuda_available()) GTEST_SKIP() << "no CUDA device";
-  }
-};
+using Rope = test::OnEachDevice;
 
 TEST_P(Rope, EqualsTheThreeOpFormOnStridedViews) {
   at::manual_seed(29);
@@ -48,7 +33,7 @@ TEST_P(Rope, EqualsTheThreeOpFormOnStridedViews) {
       const at::Tensor three_ops =
           ((q * cos).to(at::kFloat) + rolled.to(at::kFloat) * ssin.to(at::kFloat)).to(dtype);
       const at::Tensor reference = kernels::rope_cpu(q, cos, ssin);
-      expect_close(reference, three_ops, scale, dtype, what + " reference vs three ops");
+      test::expect_rounded_alike(reference, three_ops, scale, dtype, 2, 0.02, what + " reference vs three ops");
       // rotate_half as transformers writes it, in float: the formula itself.
       const at::Tensor qf = q.to(at::kFloat), x1 = qf.narrow(-1, 0, D / 2), x2 = qf.narrow(-1, D / 2, D / 2);
       const at::Tensor hf = qf * cos.to(at::kFloat) + at::cat({-x2, x1}, -1) * sin.to(at::kFloat);
@@ -59,11 +44,11 @@ TEST_P(Rope, EqualsTheThreeOpFormOnStridedViews) {
       const at::Tensor got = kernels::rope(q.to(dev), cos.to(dev), ssin.to(dev));
       ASSERT_TRUE(got.is_contiguous());
       ASSERT_EQ(got.device().type(), GetParam());
-      expect_close(got, reference, scale, dtype, what + " kernel vs reference");
+      test::expect_rounded_alike(got, reference, scale, dtype, 2, 0.02, what + " kernel vs reference");
       if (GetParam() == at::kCUDA) {
         const at::Tensor qd = q.to(dev), cd = cos.to(dev), sd = ssin.to(dev);
         const at::Tensor ops = at::addcmul(qd * cd, at::roll(qd, {D / 2}, {-1}), sd);
-        expect_close(got, ops, scale, dtype, what + " kernel vs the CUDA three ops");
+        test::expect_rounded_alike(got, ops, scale, dtype, 2, 0.02, what + " kernel vs the CUDA three ops");
       }
     }
 }
@@ -76,8 +61,7 @@ TEST_P(Rope, MisshapenTablesAreOneClearError) {
   EXPECT_THROW(kernels::rope(x.narrow(3, 0, 7), cos, cos), c10::Error);
 }
 
-INSTANTIATE_TEST_SUITE_P(Devices, Rope, ::testing::Values(at::kCPU, at::kCUDA),
-                         [](const auto& info) { return info.param == at::kCPU ? std::string("CPU") : std::string("CUDA"); });
+CALIBQ_ON_EACH_DEVICE(Rope);
 
 }  // namespace
 }  // namespace calibq
