@@ -218,9 +218,10 @@ at::Tensor decode_attention(const DecodeAttentionInputs& in) {
     p.calibrate = in.calibrate;
     p.calib_a = static_cast<float>(in.calib_a);
     p.calib_b = static_cast<float>(in.calib_b);
-    // The 1-bit fp16-mma kernel (GQA, head_dim 32/64/128) keeps a whole long segment in one split
-    // (one block per SM at most): more splits would not add blocks at large batches, and with
-    // calibration each extra split costs a score pass for the row's range.
+    // The 1-bit bf16-mma kernel (GQA, head_dim 32/64/128) keeps a whole long segment in one split
+    // (~56 KB of shared memory at 3.3k tokens, four blocks per SM): more splits would not add
+    // blocks at large batches, and with calibration each extra split costs a score pass for the
+    // row's range.
     const bool whole = p.bits == 1 && Hq > H && (D == 32 || D == 64 || D == 128);
     p.splits = static_cast<int>(
         choose(p.length, [&](int64_t c) { return cuda::packed_segment_shared_bytes(s, p.bits, p.row_bytes, c); },

@@ -96,6 +96,14 @@ struct QRow {
     return 0.f;
   }
 };
+// 2^x by the one MUFU.EX2 instruction (relative error ~2^-22; results below 2^-126 flush to
+// zero, which no softmax weight here misses); exp2f adds range handling around it.
+__device__ __forceinline__ float ex2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 __device__ __forceinline__ QRow q_row(const DecodeShape& s, int64_t offset) {
   const size_t bytes = s.q_type == KVType::F32 ? 4 : 2;
   return {static_cast<const char*>(s.q) + offset * bytes, s.q_type, s.q_scale};
@@ -1330,18 +1338,39 @@ __host__ __device__ inline bool mma_shape(const DecodeShape& s) {
 __host__ __device__ constexpr int mma_pow2(int G) { return G <= 2 ? 2 : G <= 4 ? 4 : 8; }
 __host__ __device__ constexpr int mma_parts(int G) { return 2 * mma_pow2(G) <= 8 ? 1 : 2; }
 
+// Floats per 32-token word of a split: its scores [G][32], then, written over them, its p
+// fragments [2 k-steps][parts][32 lanes] uint2.
+__host__ __device__ constexpr int mma_word_floats(int G) {
+  return 32 * G > 128 * mma_parts(G) ? 32 * G : 128 * mma_parts(G);
+}
+// Token t's score of head h sits in word t / 32's region at h * 32 | (t % 32 ^ swizzle), the
+// swizzle keeping lanes off each other's banks: 16 for heads 2 and 3 (mod 4) (the lanes that
+// write one token's heads 0 and 2), 0, 1, 16, 17 for words 0-3 (mod 4) (the four words a warp
+// reads at once, whose lanes each read 8 odd or 8 even banks). Being XORs, a slot splits into
+// a per-lane part and a per-unit part.
+__device__ __forceinline__ int score_word_swizzle(int w) { return (w & 1) | ((w & 2) << 3); }
+__device__ __forceinline__ int score_head_swizzle(int h) { return (h & 2) << 3; }
+
 __host__ __device__ inline int64_t mma_floats(int G, int D, int64_t chunk) {
-  // q' and the value sums [G][D] each, scores [G][chunk], p fragments [chunk / 32][2][parts][8][4]
-  // uint2, scratch, per-row values, per-warp ranges and sums [8][G][2].
-  return static_cast<int64_t>(G) * D * 2 + G * chunk + chunk / 32 * 2 * mma_parts(G) * 32 * 2 + 32 + 12 * G + 16 * G;
+  // q' then the value sums [G][D], the words' scores / p fragments [chunk / 32][word floats],
+  // scratch, per-row values, per-warp ranges and sums [8][G][2]. (Was 2x larger with the
+  // scores and fragments apart: two blocks per SM, too few warps to hide the loads.)
+  return static_cast<int64_t>(G) * D + chunk / 32 * mma_word_floats(G) + 32 + 12 * G + 16 * G;
 }
 
-template <int G, int KWc>
-__global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape s, PackedSegmentArgs a, int64_t chunk,
+// Blocks per SM asked of the register allocator: four for G = 4 (32 warps, 64 registers,
+// ~56 KB of shared memory at 3.3k tokens), three for G = 3 (80 registers), which then spill
+// nothing at head_dim 128; two for the others, which would spill (and for G > 4 need twice the
+// shared memory). CALIBQ_MMA_BLOCKS=3 takes three for G = 4 too (for comparisons).
+template <int G>
+constexpr int kMmaMinBlocks = G == 4 ? 4 : G == 3 ? 3 : 2;
+
+template <int G, int KWc, int kMinBlocks = kMmaMinBlocks<G>>
+__global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(DecodeShape s, PackedSegmentArgs a, int64_t chunk,
                                                                    bool minmax_only) {
   extern __shared__ float smem[];
   using M = Mma16<__nv_bfloat16>;
-  constexpr int Gp = mma_pow2(G), kParts = mma_parts(G);
+  constexpr int Gp = mma_pow2(G), kParts = mma_parts(G), WS = mma_word_floats(G);
   const int bh = blockIdx.x, split = blockIdx.y;
   const int D = KWc > 0 ? KWc * 32 : s.head_dim, KW = KWc > 0 ? KWc : D / 32;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = kMmaThreads / 32;
@@ -1349,11 +1378,10 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
   const int64_t N = a.length, n0 = split * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
   const int len = n1 > n0 ? static_cast<int>(n1 - n0) : 0;
   const int Wc = static_cast<int>(chunk / 32), Wlen = (len + 31) / 32;
-  float* qf = smem;                                         // [G][D] q'
-  float* sc = qf + G * D;                                   // [G][chunk]
-  uint2* pfrag = reinterpret_cast<uint2*>(sc + G * chunk);  // [Wc][2][parts][8][4] bf16 B fragments of p
-  float* red = reinterpret_cast<float*>(pfrag + Wc * 2 * kParts * 32);  // [G][D]
-  float* scratch = red + G * D;                             // 32
+  float* qf = smem;                   // [G][D] q' (phases 1-2)
+  float* red = qf;                    // [G][D] the value sums (phase 6), once q' is in registers
+  float* words = qf + G * D;          // [Wc][WS]: a word's scores (score_slot), then its p fragments
+  float* scratch = words + Wc * WS;   // 32
   float* qmax = scratch + 32;
   float* cst = qmax + G;
   float* row_max = cst + G;
@@ -1380,10 +1408,7 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
   const QRow q = q_row(s, static_cast<int64_t>(bh) * G * D);
   const float* ks = a.k_scale + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
   const float* kz = a.k_zero + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
-  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
-    qf[i] = a.k_token_axis ? q[i] : q[i] * ks[i % D];
-    red[i] = 0.f;
-  }
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) qf[i] = a.k_token_axis ? q[i] : q[i] * ks[i % D];
   __syncthreads();
   for (int g = 0; g < G; ++g) {
     float big = 0.f, c = 0.f;
@@ -1449,8 +1474,19 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
     head_qmax[h] = writes[h] ? qmax[head] : 0.f;
     head_cst[h] = writes[h] ? cst[head] : 0.f;
   }
-  float* sc_lane = sc + hbase * chunk;  // head hbase's row; hbase + 1 is `chunk` further
-  constexpr int kUnits = 4;  // 16-token units per warp per round: their loads are all in flight at once
+  // Every lane writes both its heads for G = 4 (hi and lo lanes) and G = 8 (columns = heads).
+  constexpr bool kAllWrite = kParts == 1 ? G == Gp && 2 * Gp == 8 : G == 8;
+  // Entry e of a unit: head hbase + (e & 1), token entry_token[e] of the unit's 16; its slot in
+  // the unit's word region is entry_slot[e] ^ (the unit's swizzle).
+  constexpr int kEntries = kParts == 1 ? 2 : 4;
+  int entry_token[kEntries], entry_slot[kEntries];
+#pragma unroll
+  for (int e = 0; e < kEntries; ++e) {
+    const int h = hbase + (e & 1);
+    entry_token[e] = gq + ((e >> 1) || lo_lane ? 8 : 0);
+    entry_slot[e] = h * 32 | (entry_token[e] ^ score_head_swizzle(h));
+  }
+  constexpr int kUnits = 2;  // 16-token units per warp per round: their loads are all in flight at once
   for (int u0 = warp * kUnits; u0 * 16 < len; u0 += warps * kUnits) {
     uint32_t kw[kUnits][2][kMmaMaxWords];
 #pragma unroll
@@ -1469,10 +1505,11 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
           for (int w = 0; w < kMmaMaxWords; ++w) kw[k][r][w] = w < KW && t < len ? __ldg(Kb + t * KW + w) : 0u;
         }
       }
+    // Units past len (their codes loaded as zeros) run too: no branch between the four
+    // units' mma chains, so that they interleave.
 #pragma unroll
     for (int k = 0; k < kUnits; ++k) {
       const int u = u0 + k;
-      if (u * 16 >= len) break;
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
       for (int w = 0; w < kMmaMaxWords; ++w) {
@@ -1489,27 +1526,36 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
       // G <= 4: hi + lo of a head, the hi lane keeping token gq and the lo lane token gq + 8
       // (two shuffles, two entries per lane).
       float dots[4];
-      int entries = 4;
       if constexpr (kParts == 1) {
         const float keep0 = lo_lane ? acc[2] : acc[0], keep1 = lo_lane ? acc[3] : acc[1];
         const float send0 = lo_lane ? acc[0] : acc[2], send1 = lo_lane ? acc[1] : acc[3];
         dots[0] = keep0 + __shfl_xor_sync(0xffffffffu, send0, kLoLane);
         dots[1] = keep1 + __shfl_xor_sync(0xffffffffu, send1, kLoLane);
-        entries = 2;
       } else {
 #pragma unroll
         for (int e = 0; e < 4; ++e) dots[e] = acc[e];
       }
+      float* unit_words = words + (u >> 1) * WS;
+      const int unit_swizzle = ((u & 1) << 4) ^ score_word_swizzle(u >> 1);
+      // Whole units of channel-axis keys where every lane writes (G = 4, 8): no per-entry tests.
+      if (kAllWrite && !a.k_token_axis && (u + 1) * 16 <= len) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        if (e >= entries) break;
-        const int h = e & 1, t = u * 16 + gq + ((e >> 1) || lo_lane ? 8 : 0);
-        if (writes[h] && t < len) {
-          const float dot = dots[e] * head_qmax[h];
-          const float v = key_score(a, ks, kz, n0 + t, dot, head_cst[h]);
-          sc_lane[h * chunk + t] = v;
-          lo2[h] = fminf(lo2[h], v);
-          hi2[h] = fmaxf(hi2[h], v);
+        for (int e = 0; e < kEntries; ++e) {
+          const float v = fmaf(dots[e], head_qmax[e & 1], head_cst[e & 1]);
+          unit_words[entry_slot[e] ^ unit_swizzle] = v;
+          lo2[e & 1] = fminf(lo2[e & 1], v);
+          hi2[e & 1] = fmaxf(hi2[e & 1], v);
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < kEntries; ++e) {
+          const int h = e & 1, t = u * 16 + entry_token[e];
+          if (writes[h] && t < len) {
+            const float v = key_score(a, ks, kz, n0 + t, dots[e] * head_qmax[h], head_cst[h]);
+            unit_words[entry_slot[e] ^ unit_swizzle] = v;
+            lo2[h] = fminf(lo2[h], v);
+            hi2[h] = fmaxf(hi2[h], v);
+          }
         }
       }
     }
@@ -1541,11 +1587,15 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
   //    pass rewrites the scores.
   split_calibration(a, bh, G, split, minmax_only, len, wrange, warps, alpha, beta, row_max);
   if (a.calibrate && minmax_only) return;
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) red[i] = 0.f;  // q' is in registers (qb) by now
   __syncthreads();
 
   // 6. Values. p = exp(s' - max) (per-token value scales folded in) as bf16 hi/lo B fragments
   //    (k indices as code_bit, scaled by code_unscale), made once for all warps in the same
-  //    pass that sums p.
+  //    pass that sums p. A word's eight threads (lanes 8k..8k+7 of one warp) read its 32
+  //    tokens' scores of every head into registers, then write its fragments over them. Words
+  //    up to a whole round of 8 get fragments (zeros past len), so the value loop has no tail.
+  const int Wr = (Wlen + 7) / 8 * 8;  // <= Wc: chunk is a multiple of 256 tokens
   const float* vs = a.v_scale + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
   const float* vz = a.v_zero + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
   float psum[G], dsum[G];
@@ -1558,29 +1608,50 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
     al2[g] = alpha[g] * 1.4426950408889634f;
     sh2[g] = (beta[g] - row_max[g]) * 1.4426950408889634f;
   }
-  // One thread per (word, k-step, lane t): its four tokens for every head.
-  for (int i = threadIdx.x; i < Wlen * 8; i += blockDim.x) {
-    const int t4 = i & 3, st = (i >> 2) & 1, wb = i >> 3;
-    int ts[4];
-    float unscale[2];
+  // One thread per (word, k-step, lane t): its four tokens for every head. Whole warps per
+  // iteration (Wr * 8 is a multiple of 32), as __syncwarp needs. A lane's word is lane / 8
+  // mod 4 in every iteration (the block steps 32 words), so its slots within a region are fixed.
+  int lane_col[4];
+  {
+    const int t4 = lane & 3, st = (lane >> 2) & 1;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) ts[j] = wb * 32 + code_bit(t4, st, j >> 1, j & 1);  // j = 2 r + e
+    for (int j = 0; j < 4; ++j) lane_col[j] = code_bit(t4, st, j >> 1, j & 1) ^ score_word_swizzle(lane >> 3);
+  }
+  static_assert(kMmaThreads % 256 == 0, "lane_col assumes the block steps a multiple of 4 words");
+  for (int i0 = warp * 32; i0 < Wr * 8; i0 += kMmaThreads) {
+    const int i = i0 + lane, t4 = i & 3, st = (i >> 2) & 1, wb = i >> 3;
+    float* region = words + wb * WS;
+    int tb[4];  // the tokens' places in the word
+    bool in[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      tb[j] = code_bit(t4, st, j >> 1, j & 1);  // j = 2 r + e
+      in[j] = wb * 32 + tb[j] < len;
+    }
+    float x[G][4];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) x[g][j] = region[g * 32 | (lane_col[j] ^ score_head_swizzle(g))];
+    __syncwarp();  // the word's scores are in registers: its fragments may overwrite them
+    float unscale[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) unscale[r] = code_unscale(t4, st, r);
     float sv[4], svz[4];
     if (a.v_token_axis)
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        sv[j] = ts[j] < len ? vs[n0 + ts[j]] : 0.f;
-        svz[j] = ts[j] < len ? sv[j] * vz[n0 + ts[j]] : 0.f;
+        const int64_t n = n0 + wb * 32 + tb[j];
+        sv[j] = in[j] ? vs[n] : 0.f;
+        svz[j] = in[j] ? sv[j] * vz[n] : 0.f;
       }
-    uint2* f = pfrag + (wb * 2 + st) * kParts * 32;
+    uint2* f = reinterpret_cast<uint2*>(region) + st * kParts * 32;
 #pragma unroll
     for (int g = 0; g < G; ++g) {
       float pv[4];
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        float p = ts[j] < len ? exp2f(al2[g] * sc[g * chunk + ts[j]] + sh2[g]) : 0.f;
+        float p = ex2_approx(in[j] ? fmaf(al2[g], x[g][j], sh2[g]) : -INFINITY);
         psum[g] += p;
         if (a.v_token_axis) {
           dsum[g] += p * svz[j];
@@ -1623,37 +1694,50 @@ __global__ void __launch_bounds__(kMmaThreads) packed_b1_mma_kernel(DecodeShape 
   const int mt = warp % mtiles, tg = warp / mtiles;
   // A rows g and g + 8 are channels 2g and 2g + 1 of the tile: one 8-byte load for both words.
   const int d0 = mt * 16 + 2 * gq, d1 = d0 + 1;
-  // Column gq's fragments exist for heads < G (hi and lo columns); the others multiply zeros.
-  const bool col_live = kParts == 1 ? gq % Gp < G && gq < 2 * Gp : gq < G;
+  // Column gq's fragments exist for heads < G (hi and lo columns); the others multiply zeros
+  // (their slots hold stale scores). G = 4 and 8 fill all eight columns.
+  constexpr bool kAllColumns = kParts == 1 ? G == Gp && 2 * Gp == 8 : G == 8;
+  const bool col_live = kAllColumns || (kParts == 1 ? gq % Gp < G && gq < 2 * Gp : gq < G);
   float acc[4][4] = {};  // by word parity and k-step: four independent mma chains
-  constexpr int kBlocks = 16;  // 32-token words per round
+  // Rounds of kBlocks words (Wr is whole rounds), double-buffered: a round's value words load
+  // while the round before multiplies (the loads wait on L2 otherwise).
+  constexpr int kBlocks = 4;
+  static_assert(8 % kBlocks == 0, "Wr is a multiple of 8 words");
   const uint2* __restrict__ vl = reinterpret_cast<const uint2*>(VTb + d0);  // 32-bit offsets from here
-  const uint2* pf = pfrag + gq * 4 + tq;
-  for (int wb0 = tg * kBlocks; wb0 < Wlen; wb0 += groups_of_words * kBlocks) {
-    uint32_t vw[kBlocks][2];
+  const uint2* pf = reinterpret_cast<const uint2*>(words) + gq * 4 + tq;
+  auto load_round = [&](uint2 (&vw)[kBlocks], int wb0) {
+#pragma unroll
+    for (int k = 0; k < kBlocks; ++k) vw[k] = __ldg(vl + min(wb0 + k, Wlen - 1) * (D / 2));  // past Wlen: the last
+  };                                                                                     // word, times zero p
+  auto multiply_round = [&](const uint2 (&vw)[kBlocks], int wb0) {
 #pragma unroll
     for (int k = 0; k < kBlocks; ++k) {
       const int wb = wb0 + k;
-      const uint2 pair = wb < Wlen ? __ldg(vl + wb * (D / 2)) : make_uint2(0u, 0u);
-      vw[k][0] = pair.x;
-      vw[k][1] = pair.y;
-    }
-#pragma unroll
-    for (int k = 0; k < kBlocks; ++k) {
-      const int wb = wb0 + k;
-      if (wb >= Wlen) break;
-      const uint32_t x0 = lanes.word(vw[k][0]), x1 = lanes.word(vw[k][1]);
+      const uint32_t x0 = lanes.word(vw[k].x), x1 = lanes.word(vw[k].y);
 #pragma unroll
       for (int st = 0; st < 2; ++st) {
         const uint32_t af[4] = {x0 & lanes.mask[st][0], x1 & lanes.mask[st][0], x0 & lanes.mask[st][1],
                                 x1 & lanes.mask[st][1]};
 #pragma unroll
         for (int part = 0; part < kParts; ++part) {
-          const uint2 b = col_live ? pf[((wb * 2 + st) * kParts + part) * 32] : make_uint2(0u, 0u);
+          const uint2 b = col_live ? pf[wb * (WS / 2) + (st * kParts + part) * 32] : make_uint2(0u, 0u);
           M::mma(acc[(k & 1) * 2 + st], af, b.x, b.y);
         }
       }
     }
+  };
+  const int round_step = groups_of_words * kBlocks;
+  uint2 va[kBlocks], vb[kBlocks];
+  int wb0 = tg * kBlocks;
+  if (wb0 < Wlen) load_round(va, wb0);
+  while (wb0 < Wlen) {
+    if (wb0 + round_step < Wlen) load_round(vb, wb0 + round_step);
+    multiply_round(va, wb0);
+    wb0 += round_step;
+    if (wb0 >= Wlen) break;
+    if (wb0 + round_step < Wlen) load_round(va, wb0 + round_step);
+    multiply_round(vb, wb0);
+    wb0 += round_step;
   }
 #pragma unroll
   for (int e = 0; e < 4; ++e) {
@@ -1689,27 +1773,41 @@ __global__ void token_words_kernel(const uint8_t* __restrict__ packed, uint32_t*
 
 // ---------------------------------------------------------------- merge
 
-// One block per (sequence, query head): the splits' maxima and weights in parallel (at batch 1
-// a row has a few dozen splits, and a thread walking them one dependent load after another
-// took 17 us per layer), then each output element sums its splits' partial outputs.
-__global__ void merge_kernel(DecodeShape s, void* out) {
-  extern __shared__ float weight[];  // [total_splits]
+// Splits of a row (sequence, query head) merged by log-sum-exp: their maxima and weights taken
+// in parallel (at batch 1 a row has a few dozen splits, and one thread walking them took 17 us
+// per layer), then each output element sums its splits' partial outputs. kWarpRow: a warp per
+// row, reduced by shuffles, for large batches (a block per row with two block reductions ran at
+// a third of the copy bandwidth at batch 630: 29 us per layer under Nsight Compute); else a
+// block per row, whose 128 threads share the dozens of splits of a small batch.
+constexpr int kMergeThreads = 128, kMergeWarps = kMergeThreads / 32;
+template <bool kWarpRow>
+__global__ void __launch_bounds__(kMergeThreads) merge_kernel(DecodeShape s, void* out, int64_t rows) {
+  extern __shared__ float merge_smem[];  // [kMergeWarps or 1][total_splits]
   __shared__ float scratch[32];
-  const int64_t row = blockIdx.x;  // b * Hq + query head
+  const int lane = kWarpRow ? threadIdx.x & 31 : threadIdx.x, width = kWarpRow ? 32 : kMergeThreads;
+  const int warp = threadIdx.x >> 5;
+  const int64_t row = kWarpRow ? blockIdx.x * static_cast<int64_t>(kMergeWarps) + warp : blockIdx.x;
+  if (row >= rows) return;  // whole warps (or no block) leave
   const int S = s.total_splits;
+  float* weight = merge_smem + (kWarpRow ? warp * S : 0);
   const float* ml = s.part_ml + row * S * 2;
   float m = -INFINITY;
-  for (int t = threadIdx.x; t < S; t += blockDim.x) m = fmaxf(m, ml[t * 2]);
-  m = block_reduce(m, scratch, Max{}, -INFINITY);
+  for (int t = lane; t < S; t += width) m = fmaxf(m, ml[t * 2]);
+  m = kWarpRow ? warp_reduce(m, Max{}) : block_reduce(m, scratch, Max{}, -INFINITY);
   float l = 0.f;
-  for (int t = threadIdx.x; t < S; t += blockDim.x) {
+  for (int t = lane; t < S; t += width) {
     const float w = ml[t * 2] == -INFINITY ? 0.f : expf(ml[t * 2] - m);
     weight[t] = w;
     l += w * ml[t * 2 + 1];
   }
-  l = block_reduce(l, scratch, Sum{}, 0.f);  // its barriers also publish `weight`
+  if constexpr (kWarpRow) {
+    l = warp_reduce(l, Sum{});
+    __syncwarp();  // publishes `weight` to the warp
+  } else {
+    l = block_reduce(l, scratch, Sum{}, 0.f);  // its barriers also publish `weight`
+  }
   const float* po = s.part_o + row * S * s.head_dim;
-  for (int d = threadIdx.x; d < s.head_dim; d += blockDim.x) {
+  for (int d = lane; d < s.head_dim; d += width) {
     float acc = 0.f;
 #pragma unroll 4
     for (int t = 0; t < S; ++t)
@@ -1801,13 +1899,29 @@ cudaError_t launch_full_groups(const DecodeShape& s, const FullSegmentArgs& a, c
   return with_groups(s.groups, [&](auto g) { return launch_full_typed<T, decltype(g)::value>(s, a, stream); });
 }
 
+// CALIBQ_MMA_BLOCKS=3: the GQA 1-bit kernel for G = 4 compiled for three blocks per SM (80
+// registers) rather than four (64), for side-by-side measurements.
+inline bool mma_three_blocks() {
+  static const bool three = [] {
+    const char* v = std::getenv("CALIBQ_MMA_BLOCKS");
+    return v != nullptr && std::string(v) == "3";
+  }();
+  return three;
+}
+template <int G, int KWc>
+auto mma_kernel() {
+  if constexpr (G == 4)
+    if (mma_three_blocks()) return packed_b1_mma_kernel<G, KWc, 3>;
+  return packed_b1_mma_kernel<G, KWc>;
+}
+
 // The 1-bit kernels (bit planes, or fp16 mma for GQA): whole 256-token blocks per split,
 // and with calibration over several splits a first pass for the rows' score ranges.
 template <int G, bool Mma>
 cudaError_t launch_b1_typed(const DecodeShape& s, const PackedSegmentArgs& a, cudaStream_t stream) {
   const int64_t chunk = ((a.length + a.splits - 1) / a.splits + kB1Chunk - 1) / kB1Chunk * kB1Chunk;
   const size_t bytes = static_cast<size_t>(Mma ? mma_floats(G, s.head_dim, chunk) : b1_floats(G, s.head_dim, chunk)) * sizeof(float);
-  auto kernel = Mma ? (s.head_dim == 128 ? packed_b1_mma_kernel<G, 4> : packed_b1_mma_kernel<G, 0>)
+  auto kernel = Mma ? (s.head_dim == 128 ? mma_kernel<G, 4>() : mma_kernel<G, 0>())
                     : (s.head_dim == 128 ? packed_b1_kernel<G, 4> : packed_b1_kernel<G, 0>);
   const int threads = Mma ? kMmaThreads : kB1Threads;
   if (cudaError_t e = allow_shared(kernel, bytes); e != cudaSuccess) return e;
@@ -1950,11 +2064,20 @@ cudaError_t launch_token_words(const uint8_t* packed, uint32_t* words, int64_t r
 }
 
 cudaError_t launch_merge(const DecodeShape& s, void* out, cudaStream_t stream) {
-  const int rows = s.batch * s.kv_heads * s.groups;
+  const int64_t rows = static_cast<int64_t>(s.batch) * s.kv_heads * s.groups;
   if (rows == 0) return cudaSuccess;
-  const size_t bytes = static_cast<size_t>(s.total_splits) * sizeof(float);
-  if (cudaError_t e = allow_shared(merge_kernel, bytes); e != cudaSuccess) return e;
-  merge_kernel<<<rows, 128, bytes, stream>>>(s, out);
+  // A warp per row from 8192 rows (batch 256 with 32 query heads), where blocks of one row
+  // would be tens of thousands of short blocks; a block per row below, where rows are few and
+  // their splits many.
+  if (rows >= 8192) {
+    const size_t bytes = static_cast<size_t>(kMergeWarps) * s.total_splits * sizeof(float);
+    if (cudaError_t e = allow_shared(merge_kernel<true>, bytes); e != cudaSuccess) return e;
+    merge_kernel<true><<<static_cast<unsigned>((rows + kMergeWarps - 1) / kMergeWarps), kMergeThreads, bytes, stream>>>(s, out, rows);
+  } else {
+    const size_t bytes = static_cast<size_t>(s.total_splits) * sizeof(float);
+    if (cudaError_t e = allow_shared(merge_kernel<false>, bytes); e != cudaSuccess) return e;
+    merge_kernel<false><<<static_cast<unsigned>(rows), kMergeThreads, bytes, stream>>>(s, out, rows);
+  }
   return cudaGetLastError();
 }
 

@@ -156,6 +156,8 @@ TEST_P(DecodeAttention, MatchesAttentionOnTheDequantizedCache) {
       // Long visual segments: several score and value chunks of the 1-bit tensor-core path.
       {1, 2, 1, 128, 3, 2100, 5, 1, ScaleAxis::Channel, ScaleAxis::Channel, true, true, at::kHalf, 0},
       {2, 1, 8, 64, 0, 1500, 1, 1, ScaleAxis::Token, ScaleAxis::Channel, true, false, at::kFloat, 0},
+      // 64 x 32 x 4 = 8192 query rows: on CUDA the merge's warp-per-row kernel (large batches).
+      {64, 32, 4, 64, 3, 37, 5, 1, ScaleAxis::Channel, ScaleAxis::Token, true, false, at::kHalf, 0},
   };
   for (int i = 0; i < 28; ++i) {
     Case c;
