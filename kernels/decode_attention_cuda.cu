@@ -1358,14 +1358,16 @@ __host__ __device__ inline int64_t mma_floats(int G, int D, int64_t chunk) {
   return static_cast<int64_t>(G) * D + chunk / 32 * mma_word_floats(G) + 32 + 12 * G + 16 * G;
 }
 
-// Blocks per SM asked of the register allocator: four for G = 4 (32 warps, 64 registers,
-// ~56 KB of shared memory at 3.3k tokens), three for G = 3 (80 registers), which then spill
-// nothing at head_dim 128; two for the others, which would spill (and for G > 4 need twice the
-// shared memory). CALIBQ_MMA_BLOCKS=3 takes three for G = 4 too (for comparisons).
-template <int G>
-constexpr int kMmaMinBlocks = G == 4 ? 4 : G == 3 ? 3 : 2;
+// Blocks per SM asked of the register allocator: four for G = 4 at head_dim 128 (32 warps, 64
+// registers, ~56 KB of shared memory at 3.3k tokens; ptxas spills 56 bytes, and it still beats
+// three blocks at 80 registers: 0.589 against 0.607 ms at B = 630), three for G = 3 and for G = 4
+// at head_dim 32/64 (80 registers, no spills; at 64 the latter spilled 100 bytes); two for the
+// others, which would spill (and for G > 4 need twice the shared memory).
+// CALIBQ_MMA_BLOCKS=3 takes three for G = 4 at head_dim 128 too (for comparisons).
+template <int G, int KWc>
+constexpr int kMmaMinBlocks = G == 4 && KWc == 4 ? 4 : G == 3 || G == 4 ? 3 : 2;
 
-template <int G, int KWc, int kMinBlocks = kMmaMinBlocks<G>>
+template <int G, int KWc, int kMinBlocks = kMmaMinBlocks<G, KWc>>
 __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(DecodeShape s, PackedSegmentArgs a, int64_t chunk,
                                                                    bool minmax_only) {
   extern __shared__ float smem[];
