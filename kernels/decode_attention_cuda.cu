@@ -1901,13 +1901,17 @@ cudaError_t launch_full_groups(const DecodeShape& s, const FullSegmentArgs& a, c
   return with_groups(s.groups, [&](auto g) { return launch_full_typed<T, decltype(g)::value>(s, a, stream); });
 }
 
+// Whether environment variable `name` is set to `value`: the kernel-variant switches below, each
+// read once into its caller's static.
+bool env_equals(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::string(v) == value;
+}
+
 // CALIBQ_MMA_BLOCKS=3: the GQA 1-bit kernel for G = 4 compiled for three blocks per SM (80
 // registers) rather than four (64), for side-by-side measurements.
 inline bool mma_three_blocks() {
-  static const bool three = [] {
-    const char* v = std::getenv("CALIBQ_MMA_BLOCKS");
-    return v != nullptr && std::string(v) == "3";
-  }();
+  static const bool three = env_equals("CALIBQ_MMA_BLOCKS", "3");
   return three;
 }
 template <int G, int KWc>
@@ -1951,10 +1955,7 @@ cudaError_t launch_packed_typed(const DecodeShape& s, const PackedSegmentArgs& a
 // CALIBQ_FULL_KERNEL=loop keeps the CUDA-core kernel for 16-bit segments too (for benchmarks
 // side by side).
 static bool flash_allowed() {
-  static const bool loop = [] {
-    const char* v = std::getenv("CALIBQ_FULL_KERNEL");
-    return v != nullptr && std::string(v) == "loop";
-  }();
+  static const bool loop = env_equals("CALIBQ_FULL_KERNEL", "loop");
   return !loop;
 }
 
@@ -2039,10 +2040,7 @@ static bool b1_path(const DecodeShape& s, const PackedSegmentArgs& a) {
 // CALIBQ_B1_KERNEL=planes keeps the binary-tensor-core kernel for every 1-bit shape (for
 // benchmarks side by side); the default takes the fp16-mma kernel wherever it applies.
 static bool mma_preferred() {
-  static const bool planes = [] {
-    const char* v = std::getenv("CALIBQ_B1_KERNEL");
-    return v != nullptr && std::string(v) == "planes";
-  }();
+  static const bool planes = env_equals("CALIBQ_B1_KERNEL", "planes");
   return !planes;
 }
 
