@@ -1285,12 +1285,15 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
 // mma.m16n8k16 (bf16 x bf16 -> f32), so K and V codes are expanded once for all G heads.
 // Expanding a code costs less than an instruction: a single set bit at position 7 + j
 // (j = 0..7) of a bf16 is the exact power of two 2^(2^j - 127) (an exponent field with one
-// bit set, mantissa zero), so `word & (0x00010001 << (7 + j))` is a register of two bf16 codes,
-// each 0 or 2^(2^j - 127), and the other operand is multiplied by 2^(127 - 2^j) for those
-// k indices (exact: powers of two, all within bf16's range). Bits 7..14 and 23..30 of a word
-// are taken as stored; the other 16 (31, 0..6, 15..22) after one rotate by 8. Lanes t = 0, 1
-// take the first set and t = 2, 3 the rotated one, so a word costs a lane 1 rotate + 4 ANDs
-// for 8 codes (the fp16 version took 3 instructions per 2 codes). The mma's k index is
+// bit set, mantissa zero), so `word & (0x00010001 << b)` is a register of two bf16 codes, each
+// 0 or 2^(2^(b - 7) - 127), and the other operand is multiplied by 2^(127 - 2^(b - 7)) for
+// those k indices (exact: powers of two, all within bf16's range). Each lane first rotates a
+// word so that the 8 bits it takes land on b = 11..14 and 27..30 (rotation 4, 0, 12, 8 for
+// t = 0..3), so the four masks are the same immediates in every lane and a word costs a lane
+// 1 rotate + 4 ANDs for 8 codes (the fp16 version took 3 instructions per 2 codes). Bits
+// 11..14 (codes 2^-111, 2^-95, 2^-63, 2; factors up to 2^111) leave the other operand 2^17 of
+// headroom below bf16's largest finite value (p times a per-token value scale: with bits 7..10
+// a scale of 4 overflowed to inf). The mma's k index is
 // permuted to match (code_bit): a dot product does not depend on the order of its terms, as
 // long as both operands use the same one.
 //   scores: A = K codes (16 tokens x 16 channels, rows from the stored D-bit rows),
@@ -1304,29 +1307,35 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
 // A pairs (row g [+8], k 2t [+8]), B pairs (k 2t [+8], column g) and C (row g [+8], column 2t [+1]).
 
 // The bit of a 32-bit code word that lane t's register r (0: k 2t, 1: k 2t + 8) of k-step st
-// holds in its half e (0: low, 1: high); j = 4 (t & 1) + 2 st + r is the bit's bf16 exponent bit.
+// holds in its half e (0: low, 1: high), as stored (before the lane's rotation).
 __device__ __forceinline__ int code_bit(int t, int st, int r, int e) {
   const int j = 4 * (t & 1) + 2 * st + r;
   return t < 2 ? (e ? 23 + j : 7 + j) : (e ? 15 + j : (j + 31) & 31);
 }
-// 2^(127 - 2^j): the factor that undoes the code's bf16 value 2^(2^j - 127).
-__device__ __forceinline__ float code_unscale(int t, int st, int r) {
-  return __int_as_float((254 - (1 << (4 * (t & 1) + 2 * st + r))) << 23);  // biased exponent 127 + 127 - 2^j
+// Where the lane's rotation puts every code of k-step st, register r: bits kCodeBit + 2 st + r
+// and 16 more (bf16 exponent bits 4..7).
+constexpr int kCodeBit = 11;
+// 2^(127 - 2^(4 + 2 st + r)): the factor that undoes the code's bf16 value.
+__device__ __forceinline__ float code_unscale(int st, int r) {
+  return __int_as_float((254 - (1 << (kCodeBit - 7 + 2 * st + r))) << 23);  // biased exponent 127 + 127 - 2^j
 }
-// Lane t's masks [st][r] and rotation for code_bit's layout.
+// Lane t's rotation for code_bit's layout, and the masks (the same immediates in every lane
+// once the k-step loops are unrolled).
 struct CodeLanes {
-  uint32_t mask[2][2];
   int rotate;
-  __device__ explicit CodeLanes(int t) : rotate(t >= 2 ? 8 : 0) {
-#pragma unroll
-    for (int st = 0; st < 2; ++st)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) mask[st][r] = 0x00010001u << (7 + 4 * (t & 1) + 2 * st + r);
-  }
+  __device__ explicit CodeLanes(int t) : rotate((t & 1 ? 0 : 4) + (t >= 2 ? 8 : 0)) {}
   __device__ __forceinline__ uint32_t word(uint32_t w) const { return __funnelshift_l(w, w, rotate); }
+  // The A fragment of k-step st from the lane's rotated words of rows g (x0) and g + 8 (x1).
+  static __device__ __forceinline__ void fragment(uint32_t (&af)[4], int st, uint32_t x0, uint32_t x1) {
+    const uint32_t m0 = 0x00010001u << (kCodeBit + 2 * st), m1 = m0 << 1;
+    af[0] = x0 & m0;
+    af[1] = x1 & m0;
+    af[2] = x0 & m1;
+    af[3] = x1 & m1;
+  }
 };
 
-constexpr int kMmaThreads = 256;  // 8 warps: one 16-channel tile each for head_dim 128
+constexpr int kMmaThreads = 256;  // 8 warps: for head_dim 128, two 16-channel value tiles each, over half the words
 constexpr int kMmaMaxWords = 4;   // head_dim <= 128
 
 // head_dim 32, 64 or 128: whole 16-channel tiles that the 8 warps share evenly.
@@ -1359,8 +1368,8 @@ __host__ __device__ inline int64_t mma_floats(int G, int D, int64_t chunk) {
 }
 
 // Blocks per SM asked of the register allocator: four for G = 4 at head_dim 128 (32 warps, 64
-// registers, ~56 KB of shared memory at 3.3k tokens; ptxas spills 56 bytes, and it still beats
-// three blocks at 80 registers: 0.589 against 0.607 ms at B = 630), three for G = 3 and for G = 4
+// registers, ~56 KB of shared memory at 3.3k tokens; ptxas spills 76 bytes, and it still beats
+// three blocks at 80 registers: 0.537 against 0.551 ms at B = 630), three for G = 3 and for G = 4
 // at head_dim 32/64 (80 registers, no spills; at 64 the latter spilled 100 bytes); two for the
 // others, which would spill (and for G > 4 need twice the shared memory).
 // CALIBQ_MMA_BLOCKS=3 takes three for G = 4 at head_dim 128 too (for comparisons).
@@ -1445,7 +1454,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
           float x[2];
 #pragma unroll
           for (int e = 0; e < 2; ++e)
-            x[e] = live && w < KW ? qf[head * D + 32 * w + code_bit(tq, st, r, e)] * rq * code_unscale(tq, st, r) : 0.f;
+            x[e] = live && w < KW ? qf[head * D + 32 * w + code_bit(tq, st, r, e)] * rq * code_unscale(st, r) : 0.f;
           uint32_t hi, lo;
           M::split_pair(x[0], x[1], hi, lo);
           if constexpr (kParts == 1) {
@@ -1488,8 +1497,27 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
     entry_token[e] = gq + ((e >> 1) || lo_lane ? 8 : 0);
     entry_slot[e] = h * 32 | (entry_token[e] ^ score_head_swizzle(h));
   }
-  constexpr int kUnits = 2;  // 16-token units per warp per round: their loads are all in flight at once
-  for (int u0 = warp * kUnits; u0 * 16 < len; u0 += warps * kUnits) {
+  // A warp's round: the two 16-token units of one 32-token word wi (their loads all in flight
+  // at once). The word's swizzle depends on wi % 4 = warp % 4 only, so each entry's slot is a
+  // per-lane constant (slot(unit, entry)) and a round adds just the word's offset.
+  constexpr int kUnits = 2;
+  static_assert(kMmaThreads / 32 % 4 == 0, "a warp's words keep its swizzle");
+  // The slots (< 256) packed four to a register, one byte each: kept as they are, where the
+  // 64-register build recomputed each from the thread index in every round (Nsight's SASS).
+  uint32_t slots[(kUnits * kEntries + 3) / 4] = {};
+#pragma unroll
+  for (int k = 0; k < kUnits; ++k)
+#pragma unroll
+    for (int e = 0; e < kEntries; ++e) {
+      const int i = k * kEntries + e;
+      slots[i / 4] |= static_cast<uint32_t>(entry_slot[e] ^ (k << 4) ^ score_word_swizzle(warp)) << (8 * (i % 4));
+    }
+  auto slot = [&](int k, int e) {
+    const int i = k * kEntries + e;
+    return static_cast<int>(__byte_perm(slots[i / 4], 0u, 0x4440u + static_cast<unsigned>(i % 4)));
+  };
+  for (int wi = warp; wi * 32 < len; wi += warps) {
+    const int u0 = wi * kUnits;
     uint32_t kw[kUnits][2][kMmaMaxWords];
 #pragma unroll
     for (int k = 0; k < kUnits; ++k)
@@ -1507,7 +1535,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
           for (int w = 0; w < kMmaMaxWords; ++w) kw[k][r][w] = w < KW && t < len ? __ldg(Kb + t * KW + w) : 0u;
         }
       }
-    // Units past len (their codes loaded as zeros) run too: no branch between the four
+    // Units past len (their codes loaded as zeros) run too: no branch between the two
     // units' mma chains, so that they interleave.
 #pragma unroll
     for (int k = 0; k < kUnits; ++k) {
@@ -1519,8 +1547,8 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
         const uint32_t x0 = lanes.word(kw[k][0][w]), x1 = lanes.word(kw[k][1][w]);
 #pragma unroll
         for (int st = 0; st < 2; ++st) {
-          const uint32_t af[4] = {x0 & lanes.mask[st][0], x1 & lanes.mask[st][0], x0 & lanes.mask[st][1],
-                                  x1 & lanes.mask[st][1]};
+          uint32_t af[4];
+          CodeLanes::fragment(af, st, x0, x1);
 #pragma unroll
           for (int part = 0; part < kParts; ++part) M::mma(acc, af, qb[w][st][0][part], qb[w][st][1][part]);
         }
@@ -1537,14 +1565,13 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
 #pragma unroll
         for (int e = 0; e < 4; ++e) dots[e] = acc[e];
       }
-      float* unit_words = words + (u >> 1) * WS;
-      const int unit_swizzle = ((u & 1) << 4) ^ score_word_swizzle(u >> 1);
+      float* word_scores = words + wi * WS;
       // Whole units of channel-axis keys where every lane writes (G = 4, 8): no per-entry tests.
       if (kAllWrite && !a.k_token_axis && (u + 1) * 16 <= len) {
 #pragma unroll
         for (int e = 0; e < kEntries; ++e) {
           const float v = fmaf(dots[e], head_qmax[e & 1], head_cst[e & 1]);
-          unit_words[entry_slot[e] ^ unit_swizzle] = v;
+          word_scores[slot(k, e)] = v;
           lo2[e & 1] = fminf(lo2[e & 1], v);
           hi2[e & 1] = fmaxf(hi2[e & 1], v);
         }
@@ -1554,7 +1581,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
           const int h = e & 1, t = u * 16 + entry_token[e];
           if (writes[h] && t < len) {
             const float v = key_score(a, ks, kz, n0 + t, dots[e] * head_qmax[h], head_cst[h]);
-            unit_words[entry_slot[e] ^ unit_swizzle] = v;
+            word_scores[slot(k, e)] = v;
             lo2[h] = fminf(lo2[h], v);
             hi2[h] = fmaxf(hi2[h], v);
           }
@@ -1613,32 +1640,29 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
   // One thread per (word, k-step, lane t): its four tokens for every head. Whole warps per
   // iteration (Wr * 8 is a multiple of 32), as __syncwarp needs. A lane's word is lane / 8
   // mod 4 in every iteration (the block steps 32 words), so its slots within a region are fixed.
-  int lane_col[4];
-  {
-    const int t4 = lane & 3, st = (lane >> 2) & 1;
+  // Its k-step st (lane_st), lane t (lane_t), the four tokens' places in the word tb[j]
+  // (j = 2 r + e), their slots and the factors undoing the code values are per-lane constants.
+  const int lane_t = lane & 3, lane_st = (lane >> 2) & 1;
+  int tb[4], lane_col[4];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) lane_col[j] = code_bit(t4, st, j >> 1, j & 1) ^ score_word_swizzle(lane >> 3);
+  for (int j = 0; j < 4; ++j) {
+    tb[j] = code_bit(lane_t, lane_st, j >> 1, j & 1);
+    lane_col[j] = tb[j] ^ score_word_swizzle(lane >> 3);
   }
+  const float unscale[2] = {code_unscale(lane_st, 0), code_unscale(lane_st, 1)};
   static_assert(kMmaThreads % 256 == 0, "lane_col assumes the block steps a multiple of 4 words");
   for (int i0 = warp * 32; i0 < Wr * 8; i0 += kMmaThreads) {
-    const int i = i0 + lane, t4 = i & 3, st = (i >> 2) & 1, wb = i >> 3;
+    const int wb = (i0 + lane) >> 3;
     float* region = words + wb * WS;
-    int tb[4];  // the tokens' places in the word
     bool in[4];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      tb[j] = code_bit(t4, st, j >> 1, j & 1);  // j = 2 r + e
-      in[j] = wb * 32 + tb[j] < len;
-    }
+    for (int j = 0; j < 4; ++j) in[j] = wb * 32 + tb[j] < len;
     float x[G][4];
 #pragma unroll
     for (int g = 0; g < G; ++g)
 #pragma unroll
       for (int j = 0; j < 4; ++j) x[g][j] = region[g * 32 | (lane_col[j] ^ score_head_swizzle(g))];
     __syncwarp();  // the word's scores are in registers: its fragments may overwrite them
-    float unscale[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) unscale[r] = code_unscale(t4, st, r);
     float sv[4], svz[4];
     if (a.v_token_axis)
 #pragma unroll
@@ -1647,7 +1671,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
         sv[j] = in[j] ? vs[n] : 0.f;
         svz[j] = in[j] ? sv[j] * vz[n] : 0.f;
       }
-    uint2* f = reinterpret_cast<uint2*>(region) + st * kParts * 32;
+    uint2* f = reinterpret_cast<uint2*>(region) + lane_st * kParts * 32;
 #pragma unroll
     for (int g = 0; g < G; ++g) {
       float pv[4];
@@ -1664,8 +1688,8 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
       uint2 hi, lo;
       M::split_pair(pv[0], pv[1], hi.x, lo.x);
       M::split_pair(pv[2], pv[3], hi.y, lo.y);
-      f[g * 4 + t4] = hi;
-      f[(kParts - 1) * 32 + (kParts == 1 ? g + Gp : g) * 4 + t4] = lo;
+      f[g * 4 + lane_t] = hi;
+      f[(kParts - 1) * 32 + (kParts == 1 ? g + Gp : g) * 4 + lane_t] = lo;
     }
   }
   // Row sums (and the token-axis zero-point terms) over the block: warp, then across warps.
@@ -1692,44 +1716,50 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
     delta[g] = -dz;
   }
   __syncthreads();
-  const int mtiles = D / 16, groups_of_words = warps / mtiles;
-  const int mt = warp % mtiles, tg = warp / mtiles;
-  // A rows g and g + 8 are channels 2g and 2g + 1 of the tile: one 8-byte load for both words.
-  const int d0 = mt * 16 + 2 * gq, d1 = d0 + 1;
+  // A warp takes two 16-channel tiles (32 channels) and every (D / 32)-th round of words: one
+  // 16-byte load holds a lane's words of both tiles, and each p fragment read from shared
+  // memory serves both (a tile per warp took 21 instructions per word and tile; Nsight).
+  const int pairs = D / 32, groups_of_words = warps / pairs;
+  const int mp = warp % pairs, tg = warp / pairs;
+  // A rows g and g + 8 of tile T are channels c0 + 2T and c0 + 2T + 1: lane gq's four channel
+  // words are consecutive.
+  const int c0 = mp * 32 + 4 * gq;
   // Column gq's fragments exist for heads < G (hi and lo columns); the others multiply zeros
   // (their slots hold stale scores). G = 4 and 8 fill all eight columns.
   constexpr bool kAllColumns = kParts == 1 ? G == Gp && 2 * Gp == 8 : G == 8;
   const bool col_live = kAllColumns || (kParts == 1 ? gq % Gp < G && gq < 2 * Gp : gq < G);
-  float acc[4][4] = {};  // by word parity and k-step: four independent mma chains
+  float acc[2][2][4] = {};  // [tile][k-step]: four independent mma chains
   // Rounds of kBlocks words (Wr is whole rounds), double-buffered: a round's value words load
   // while the round before multiplies (the loads wait on L2 otherwise).
-  constexpr int kBlocks = 4;
+  constexpr int kBlocks = 2;
   static_assert(8 % kBlocks == 0, "Wr is a multiple of 8 words");
-  const uint2* __restrict__ vl = reinterpret_cast<const uint2*>(VTb + d0);  // 32-bit offsets from here
+  const uint4* __restrict__ vl = reinterpret_cast<const uint4*>(VTb + c0);  // 32-bit offsets from here
   const uint2* pf = reinterpret_cast<const uint2*>(words) + gq * 4 + tq;
-  auto load_round = [&](uint2 (&vw)[kBlocks], int wb0) {
+  auto load_round = [&](uint4 (&vw)[kBlocks], int wb0) {
 #pragma unroll
-    for (int k = 0; k < kBlocks; ++k) vw[k] = __ldg(vl + min(wb0 + k, Wlen - 1) * (D / 2));  // past Wlen: the last
+    for (int k = 0; k < kBlocks; ++k) vw[k] = __ldg(vl + min(wb0 + k, Wlen - 1) * (D / 4));  // past Wlen: the last
   };                                                                                     // word, times zero p
-  auto multiply_round = [&](const uint2 (&vw)[kBlocks], int wb0) {
+  auto multiply_round = [&](const uint4 (&vw)[kBlocks], int wb0) {
 #pragma unroll
     for (int k = 0; k < kBlocks; ++k) {
       const int wb = wb0 + k;
-      const uint32_t x0 = lanes.word(vw[k].x), x1 = lanes.word(vw[k].y);
+      const uint32_t x[2][2] = {{lanes.word(vw[k].x), lanes.word(vw[k].y)}, {lanes.word(vw[k].z), lanes.word(vw[k].w)}};
 #pragma unroll
       for (int st = 0; st < 2; ++st) {
-        const uint32_t af[4] = {x0 & lanes.mask[st][0], x1 & lanes.mask[st][0], x0 & lanes.mask[st][1],
-                                x1 & lanes.mask[st][1]};
+        uint32_t af[2][4];
+#pragma unroll
+        for (int T = 0; T < 2; ++T) CodeLanes::fragment(af[T], st, x[T][0], x[T][1]);
 #pragma unroll
         for (int part = 0; part < kParts; ++part) {
           const uint2 b = col_live ? pf[wb * (WS / 2) + (st * kParts + part) * 32] : make_uint2(0u, 0u);
-          M::mma(acc[(k & 1) * 2 + st], af, b.x, b.y);
+#pragma unroll
+          for (int T = 0; T < 2; ++T) M::mma(acc[T][st], af[T], b.x, b.y);
         }
       }
     }
   };
   const int round_step = groups_of_words * kBlocks;
-  uint2 va[kBlocks], vb[kBlocks];
+  uint4 va[kBlocks], vb[kBlocks];
   int wb0 = tg * kBlocks;
   if (wb0 < Wlen) load_round(va, wb0);
   while (wb0 < Wlen) {
@@ -1742,15 +1772,14 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
     wb0 += round_step;
   }
 #pragma unroll
-  for (int e = 0; e < 4; ++e) {
-    acc[0][e] += acc[1][e] + acc[2][e] + acc[3][e];
-    if constexpr (kParts == 1) acc[0][e] += __shfl_xor_sync(0xffffffffu, acc[0][e], Gp / 2);
-  }
+  for (int T = 0; T < 2; ++T)
 #pragma unroll
-  for (int e = 0; e < 4; ++e) {
-    const int head = 2 * tq + (e & 1);
-    if (head < G && (kParts == 2 || head < Gp)) atomicAdd(&red[head * D + (e < 2 ? d0 : d1)], acc[0][e]);
-  }
+    for (int e = 0; e < 4; ++e) {
+      float v = acc[T][0][e] + acc[T][1][e];
+      if constexpr (kParts == 1) v += __shfl_xor_sync(0xffffffffu, v, Gp / 2);
+      const int head = 2 * tq + (e & 1);
+      if (head < G && (kParts == 2 || head < Gp)) atomicAdd(&red[head * D + c0 + 2 * T + (e >> 1)], v);
+    }
   __syncthreads();
 
   // 7. Scale and zero-point after the sums.

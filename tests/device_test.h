@@ -38,7 +38,9 @@ inline void expect_rounded_alike(const at::Tensor& got, const at::Tensor& want, 
   const at::Tensor allowed = ulps * ulp * (scale.cpu().to(at::kDouble) + w.abs()) + 1e-30;
   EXPECT_TRUE(((g - w).abs() <= allowed).all().item<bool>()) << what << ": max |diff| " << (g - w).abs().max().item<double>();
   const double unequal = (g != w).to(at::kDouble).mean().item<double>();
-  if (dtype != at::kFloat) EXPECT_LE(unequal, max_unequal) << what << ": elements not bit-equal";
+  if (dtype != at::kFloat) {
+    EXPECT_LE(unequal, max_unequal) << what << ": elements not bit-equal";
+  }
 }
 
 }  // namespace calibq::test

@@ -25,13 +25,15 @@ struct Case {
   bool calibrate, mask;
   at::ScalarType dtype;
   int64_t splits;
+  double value_gain = 1.0;  // the visual values' magnitude (their per-token scales grow with it)
   std::string str() const {
     return "B=" + std::to_string(batch) + " H=" + std::to_string(kv_heads) + " G=" + std::to_string(groups) +
            " D=" + std::to_string(head_dim) + " sys=" + std::to_string(system) + " vis=" + std::to_string(visual) +
            " text=" + std::to_string(text) + " bits=" + std::to_string(bits) +
            " k=" + (key_axis == ScaleAxis::Channel ? "channel" : "token") +
            " v=" + (value_axis == ScaleAxis::Channel ? "channel" : "token") + " calib=" + std::to_string(calibrate) +
-           " mask=" + std::to_string(mask) + " dtype=" + std::string(c10::toString(dtype)) + " splits=" + std::to_string(splits);
+           " mask=" + std::to_string(mask) + " dtype=" + std::string(c10::toString(dtype)) + " splits=" + std::to_string(splits) +
+           " value_gain=" + std::to_string(value_gain);
   }
 };
 
@@ -74,7 +76,7 @@ Built build(const Case& c) {
   if (c.visual > 0) {
     in.has_packed = true;
     in.key = pack(random_kv(c.batch, c.kv_heads, c.visual, c.head_dim, true), c.bits, c.key_axis);
-    in.value = pack(random_kv(c.batch, c.kv_heads, c.visual, c.head_dim, false), c.bits, c.value_axis);
+    in.value = pack(random_kv(c.batch, c.kv_heads, c.visual, c.head_dim, false) * c.value_gain, c.bits, c.value_axis);
     in.calibrate = c.calibrate;
     in.calib_a = 0.0;
     in.calib_b = -3.0;
@@ -158,6 +160,9 @@ TEST_P(DecodeAttention, MatchesAttentionOnTheDequantizedCache) {
       {2, 1, 8, 64, 0, 1500, 1, 1, ScaleAxis::Token, ScaleAxis::Channel, true, false, at::kFloat, 0},
       // 64 x 32 x 4 = 8192 query rows: on CUDA the merge's warp-per-row kernel (large batches).
       {64, 32, 4, 64, 3, 37, 5, 1, ScaleAxis::Channel, ScaleAxis::Token, true, false, at::kHalf, 0},
+      // Per-token value scales near 100: p times the scale enters the GQA kernel's bf16 operands
+      // times a power of two (2^126 once, which overflowed to inf from a scale of 4).
+      {2, 2, 4, 128, 3, 300, 5, 1, ScaleAxis::Channel, ScaleAxis::Token, true, false, at::kBFloat16, 0, 40.0},
   };
   for (int i = 0; i < 28; ++i) {
     Case c;

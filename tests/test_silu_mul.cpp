@@ -14,7 +14,9 @@ using SiluMul = test::OnEachDevice;
 TEST_P(SiluMul, EqualsSiluTimesUpForEveryDtype) {
   at::manual_seed(37);
   for (auto dtype : {at::kFloat, at::kHalf, at::kBFloat16})
-    for (int64_t inter : {1, 5, 448}) {
+    // Widths for the kernel's 16-byte path (448, 4104: several blocks per row), for its one-element
+    // path (1, 5) and for both by dtype (12: four floats per load, not eight halves).
+    for (int64_t inter : {1, 5, 12, 448, 4104}) {
       const at::Tensor gu = (at::randn({2, 3, 2 * inter}) * 4.0).to(dtype);
       const at::Tensor gate = gu.narrow(-1, 0, inter).to(at::kFloat), up = gu.narrow(-1, inter, inter).to(at::kFloat);
       const at::Tensor ops = (at::silu(gate).to(dtype).to(at::kFloat) * up).to(dtype);  // the two ops' roundings
