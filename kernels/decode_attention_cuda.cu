@@ -1642,18 +1642,24 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
   // mod 4 in every iteration (the block steps 32 words), so its slots within a region are fixed.
   // Its k-step st (lane_st), lane t (lane_t), the four tokens' places in the word tb[j]
   // (j = 2 r + e), their slots and the factors undoing the code values are per-lane constants.
+  // A place's high half (e = 1) is its low half's place XOR 16 (code_bit), as is the head
+  // swizzle of heads 2 and 3 (mod 4): head g's score of (r, e) sits at 32 g + lane_col[r][e ^
+  // (g's swizzle)], four columns per lane and an immediate offset per head (the 16 addresses
+  // had been recomputed in every round; Nsight's SASS).
   const int lane_t = lane & 3, lane_st = (lane >> 2) & 1;
-  int tb[4], lane_col[4];
+  int tb[4], lane_col[2][2];
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    tb[j] = code_bit(lane_t, lane_st, j >> 1, j & 1);
-    lane_col[j] = tb[j] ^ score_word_swizzle(lane >> 3);
+  for (int j = 0; j < 4; ++j) tb[j] = code_bit(lane_t, lane_st, j >> 1, j & 1);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    lane_col[r][0] = tb[2 * r] ^ score_word_swizzle(lane >> 3);
+    lane_col[r][1] = lane_col[r][0] ^ 16;
   }
   const float unscale[2] = {code_unscale(lane_st, 0), code_unscale(lane_st, 1)};
   static_assert(kMmaThreads % 256 == 0, "lane_col assumes the block steps a multiple of 4 words");
   for (int i0 = warp * 32; i0 < Wr * 8; i0 += kMmaThreads) {
     const int wb = (i0 + lane) >> 3;
-    float* region = words + wb * WS;
+    const float* region = words + wb * WS;
     bool in[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) in[j] = wb * 32 + tb[j] < len;
@@ -1661,7 +1667,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
 #pragma unroll
     for (int g = 0; g < G; ++g)
 #pragma unroll
-      for (int j = 0; j < 4; ++j) x[g][j] = region[g * 32 | (lane_col[j] ^ score_head_swizzle(g))];
+      for (int j = 0; j < 4; ++j) x[g][j] = region[32 * g + lane_col[j >> 1][(j & 1) ^ (score_head_swizzle(g) >> 4)]];
     __syncwarp();  // the word's scores are in registers: its fragments may overwrite them
     float sv[4], svz[4];
     if (a.v_token_axis)
@@ -1671,7 +1677,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
         sv[j] = in[j] ? vs[n] : 0.f;
         svz[j] = in[j] ? sv[j] * vz[n] : 0.f;
       }
-    uint2* f = reinterpret_cast<uint2*>(region) + lane_st * kParts * 32;
+    uint2* f = reinterpret_cast<uint2*>(words + wb * WS) + lane_st * kParts * 32;
 #pragma unroll
     for (int g = 0; g < G; ++g) {
       float pv[4];
