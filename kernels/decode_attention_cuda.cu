@@ -1338,7 +1338,7 @@ struct CodeLanes {
 constexpr int kMmaThreads = 256;  // 8 warps: for head_dim 128, two 16-channel value tiles each, over half the words
 constexpr int kMmaMaxWords = 4;   // head_dim <= 128
 
-// head_dim 32, 64 or 128: whole 16-channel tiles that the 8 warps share evenly.
+// head_dim 32, 64 or 128: whole 32-channel tile pairs that the 8 warps share evenly.
 __host__ __device__ inline bool mma_shape(const DecodeShape& s) {
   return s.head_dim == 32 || s.head_dim == 64 || s.head_dim == 128;
 }
@@ -1382,6 +1382,9 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
   extern __shared__ float smem[];
   using M = Mma16<__nv_bfloat16>;
   constexpr int Gp = mma_pow2(G), kParts = mma_parts(G), WS = mma_word_floats(G);
+  // G = 4 (hi and lo parts) and G = 8 (a head per column) fill all eight mma columns: every
+  // lane then writes both of its score heads, and every column has p fragments.
+  constexpr bool kAllColumns = G == 4 || G == 8;
   const int bh = blockIdx.x, split = blockIdx.y;
   const int D = KWc > 0 ? KWc * 32 : s.head_dim, KW = KWc > 0 ? KWc : D / 32;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = kMmaThreads / 32;
@@ -1391,7 +1394,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
   const int Wc = static_cast<int>(chunk / 32), Wlen = (len + 31) / 32;
   float* qf = smem;                   // [G][D] q' (phases 1-2)
   float* red = qf;                    // [G][D] the value sums (phase 6), once q' is in registers
-  float* words = qf + G * D;          // [Wc][WS]: a word's scores (score_slot), then its p fragments
+  float* words = qf + G * D;          // [Wc][WS]: a word's scores (swizzled slots), then its p fragments
   float* scratch = words + Wc * WS;   // 32
   float* qmax = scratch + 32;
   float* cst = qmax + G;
@@ -1485,8 +1488,6 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
     head_qmax[h] = writes[h] ? qmax[head] : 0.f;
     head_cst[h] = writes[h] ? cst[head] : 0.f;
   }
-  // Every lane writes both its heads for G = 4 (hi and lo lanes) and G = 8 (columns = heads).
-  constexpr bool kAllWrite = kParts == 1 ? G == Gp && 2 * Gp == 8 : G == 8;
   // Entry e of a unit: head hbase + (e & 1), token entry_token[e] of the unit's 16; its slot in
   // the unit's word region is entry_slot[e] ^ (the unit's swizzle).
   constexpr int kEntries = kParts == 1 ? 2 : 4;
@@ -1567,7 +1568,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
       }
       float* word_scores = words + wi * WS;
       // Whole units of channel-axis keys where every lane writes (G = 4, 8): no per-entry tests.
-      if (kAllWrite && !a.k_token_axis && (u + 1) * 16 <= len) {
+      if (kAllColumns && !a.k_token_axis && (u + 1) * 16 <= len) {
 #pragma unroll
         for (int e = 0; e < kEntries; ++e) {
           const float v = fmaf(dots[e], head_qmax[e & 1], head_cst[e & 1]);
@@ -1731,8 +1732,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
   // words are consecutive.
   const int c0 = mp * 32 + 4 * gq;
   // Column gq's fragments exist for heads < G (hi and lo columns); the others multiply zeros
-  // (their slots hold stale scores). G = 4 and 8 fill all eight columns.
-  constexpr bool kAllColumns = kParts == 1 ? G == Gp && 2 * Gp == 8 : G == 8;
+  // (their slots hold stale scores).
   const bool col_live = kAllColumns || (kParts == 1 ? gq % Gp < G && gq < 2 * Gp : gq < G);
   float acc[2][2][4] = {};  // [tile][k-step]: four independent mma chains
   // Rounds of kBlocks words (Wr is whole rounds), double-buffered: a round's value words load

@@ -1,5 +1,6 @@
-// CUDA kernel of the SwiGLU gate (silu_mul.h; silu_mul_cpu.cpp is the specification): a thread
-// per output element, silu rounded to the dtype before the product as the tensor ops do.
+// CUDA kernel of the SwiGLU gate (silu_mul.h; silu_mul_cpu.cpp is the specification): 16 bytes
+// of output per thread (one element where the width does not allow it), silu rounded to the
+// dtype before the product as the tensor ops do.
 #include <algorithm>
 
 #include "kernels/cuda_convert.cuh"
