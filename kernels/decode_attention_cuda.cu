@@ -1279,10 +1279,12 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
   write_value_partials<G>(s, a, bh, a.split_offset + split, red, vs, vz, delta, row_max, row_sum);
 }
 
-// ---------------------------------------------------------------- 1 bit on bf16 tensor cores
+// ---------------------------------------------------------------- 1 bit on bf16 and binary tensor cores
 //
-// The path for GQA and large batches: the G query heads of a KV head are columns of one
-// mma.m16n8k16 (bf16 x bf16 -> f32), so K and V codes are expanded once for all G heads.
+// The path for GQA and large batches. Scores: the G query heads of a KV head are columns of
+// one mma.m16n8k16 (bf16 x bf16 -> f32), so K codes are expanded once for all G heads.
+// Values: p in 16-bit fixed point as bit planes against the value codes as stored, on the
+// binary tensor cores (mma.m16n8k256 .b1 AND + popcount; see phase 6).
 // Expanding a code costs less than an instruction: a single set bit at position 7 + j
 // (j = 0..7) of a bf16 is the exact power of two 2^(2^j - 127) (an exponent field with one
 // bit set, mantissa zero), so `word & (0x00010001 << b)` is a register of two bf16 codes, each
@@ -1298,11 +1300,10 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
 // long as both operands use the same one.
 //   scores: A = K codes (16 tokens x 16 channels, rows from the stored D-bit rows),
 //           B = q' / max|q'| (channels x heads) split bf16 hi + lo (~16 bits of each q');
-//   values: A = V codes (16 channels x 16 tokens, from the token-major words),
-//           B = p (tokens x heads) split bf16 hi + lo (~16 bits; fp16 p had 11).
 // With G <= 4 the hi and lo parts are different columns of one mma (hi in column h, lo in
 // column h + Gp, Gp = G rounded up to a power of two), summed by one shuffle afterwards; with
-// G > 4 they take one mma each.
+// G > 4 they take one mma each. (Values took the same form until the binary path replaced it:
+// A = V codes, B = p split bf16 hi + lo.)
 // Fragment layouts are PTX's for mma.m16n8k16 .bf16: lane (g = lane / 4, t = lane % 4) holds
 // A pairs (row g [+8], k 2t [+8]), B pairs (k 2t [+8], column g) and C (row g [+8], column 2t [+1]).
 
@@ -1335,6 +1336,48 @@ struct CodeLanes {
   }
 };
 
+// The values' fixed point: p' ~ vstep * u with u < 2^16 (planes 0-15). One level below 65535
+// of headroom: p = exp2(...) of the row's largest score may round a hair above 1.
+constexpr float kPlaneLevels = 65534.f;
+constexpr float kRoundMagic = 12582912.f;  // 1.5 * 2^23: fmaf(x, s, it)'s low 16 bits are rint(x s)
+
+// Slot (8 bytes: planes r and r + 8) of head g's planes r, r + 8 in word w's region. The
+// offset 4 (w % 4) keeps the value phase's loads off each other's banks: a half-warp reads
+// rows gq = 0..3 (or 4..7) of one head in words w % 4 = tq = 0..3, 16 slots in 16 bank pairs
+// (regions are whole multiples of 32 banks). Below 8 G + 12 slots, within the 32 G floats.
+__device__ __forceinline__ int plane_slot(int w, int g, int r) { return 8 * g + r + 4 * (w & 3); }
+
+// transpose_bits with each lane's rotate amounts and masks made once: a round is a shuffle, a
+// rotate and one LOP3, where transpose_bits' per-lane selects take about six instructions.
+// Lower lanes of a pair keep the low blocks (x & m) and take the partner's low blocks rotated
+// up by j; upper lanes keep the high blocks and take the partner's high blocks rotated down
+// (the bits a rotate wraps around land where the mask drops them).
+struct BitTranspose {
+  uint32_t keep[5];
+  int amount[5];
+  __device__ explicit BitTranspose(int lane) {
+    constexpr uint32_t kLow[5] = {0x0000FFFFu, 0x00FF00FFu, 0x0F0F0F0Fu, 0x33333333u, 0x55555555u};
+#pragma unroll
+    for (int i = 0; i < 5; ++i) {
+      const int j = 16 >> i;
+      const bool upper = lane & j;
+      keep[i] = upper ? ~kLow[i] : kLow[i];
+      amount[i] = upper ? 32 - j : j;
+    }
+  }
+  __device__ __forceinline__ uint32_t operator()(uint32_t x) const {
+#pragma unroll
+    for (int i = 0; i < 5; ++i) {
+      const uint32_t y = __shfl_xor_sync(0xffffffffu, x, 16 >> i);
+      const uint32_t r = __funnelshift_l(y, y, amount[i]);
+      // (x & keep) | (r & ~keep) as one LOP3 with keep in a register (written as C, the
+      // compiler split keep into an immediate and a lane flag: three LOP3s).
+      asm("lop3.b32 %0, %1, %2, %3, 0xE4;" : "=r"(x) : "r"(x), "r"(r), "r"(keep[i]));
+    }
+    return x;
+  }
+};
+
 constexpr int kMmaThreads = 256;  // 8 warps: for head_dim 128, two 16-channel value tiles each, over half the words
 constexpr int kMmaMaxWords = 4;   // head_dim <= 128
 
@@ -1348,10 +1391,8 @@ __host__ __device__ constexpr int mma_pow2(int G) { return G <= 2 ? 2 : G <= 4 ?
 __host__ __device__ constexpr int mma_parts(int G) { return 2 * mma_pow2(G) <= 8 ? 1 : 2; }
 
 // Floats per 32-token word of a split: its scores [G][32], then, written over them, its p
-// fragments [2 k-steps][parts][32 lanes] uint2.
-__host__ __device__ constexpr int mma_word_floats(int G) {
-  return 32 * G > 128 * mma_parts(G) ? 32 * G : 128 * mma_parts(G);
-}
+// planes (16 per head, 8-byte slots by plane_slot, all below 32 G floats).
+__host__ __device__ constexpr int mma_word_floats(int G) { return 32 * G; }
 // Token t's score of head h sits in word t / 32's region at h * 32 | (t % 32 ^ swizzle), the
 // swizzle keeping lanes off each other's banks: 16 for heads 2 and 3 (mod 4) (the lanes that
 // write one token's heads 0 and 2), 0, 1, 16, 17 for words 0-3 (mod 4) (the four words a warp
@@ -1361,10 +1402,11 @@ __device__ __forceinline__ int score_word_swizzle(int w) { return (w & 1) | ((w 
 __device__ __forceinline__ int score_head_swizzle(int h) { return (h & 2) << 3; }
 
 __host__ __device__ inline int64_t mma_floats(int G, int D, int64_t chunk) {
-  // q' then the value sums [G][D], the words' scores / p fragments [chunk / 32][word floats],
-  // scratch, per-row values, per-warp ranges and sums [8][G][2]. (Was 2x larger with the
-  // scores and fragments apart: two blocks per SM, too few warps to hide the loads.)
-  return static_cast<int64_t>(G) * D + chunk / 32 * mma_word_floats(G) + 32 + 12 * G + 16 * G;
+  // q' then the value sums [G][D], the words' scores / p planes [chunk / 32][word floats],
+  // scratch, per-row values, per-warp ranges and sums [8][G][2], the split's largest value
+  // scale. (Was 2x larger with the scores and p apart: two blocks per SM, too few warps to
+  // hide the loads.)
+  return static_cast<int64_t>(G) * D + chunk / 32 * mma_word_floats(G) + 32 + 12 * G + 16 * G + 1;
 }
 
 // Blocks per SM asked of the register allocator: four for G = 4 at head_dim 128 (32 warps, 64
@@ -1403,20 +1445,19 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
   float* alpha = row_sum + G;
   float* beta = alpha + G;
   float* delta = beta + G;
+  float* vmax_s = delta + 17 * G;  // after the per-warp ranges [8][G][2] (wrange)
 
-  // 0. The split's K and V codes start streaming into L2 now (a block's share is ~100 KB at
-  //    3328 tokens, and the blocks resident at once fit the 50 MB L2): every later load,
-  //    issued in rounds between the phases, then waits on L2 rather than on DRAM.
+  // 0. The split's K codes start streaming into L2 now (a block's share is ~53 KB at 3328
+  //    tokens): every later load, issued in rounds, then waits on L2 rather than on DRAM. Its
+  //    V codes follow once the scores are done (phase 6): prefetched here with K, the ~528
+  //    blocks resident at once held more than the 50 MB L2, and the value loads waited on DRAM.
   const uint32_t* Kb = reinterpret_cast<const uint32_t*>(a.k_packed) + (static_cast<int64_t>(bh) * N + n0) * KW;
   const int64_t Wtot = (N + 31) / 32, w0 = n0 / 32;
   const uint32_t* VTb = a.v_token_words + (static_cast<int64_t>(bh) * Wtot + w0) * D;
-  {
-    const int k_lines = (len * KW + 31) / 32, v_lines = (Wlen * D + 31) / 32;  // 128-byte lines
-    for (int i = threadIdx.x; i < k_lines + v_lines; i += blockDim.x) {
-      const uint32_t* ptr = i < k_lines ? Kb + i * 32 : VTb + (i - k_lines) * 32;
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(ptr));
-    }
-  }
+  auto prefetch_l2 = [&](const uint32_t* base, int lines) {  // 128-byte lines
+    for (int i = threadIdx.x; i < lines; i += blockDim.x) asm volatile("prefetch.global.L2 [%0];" ::"l"(base + i * 32));
+  };
+  prefetch_l2(Kb, (len * KW + 31) / 32);
 
   // 1. q', its largest magnitude, the per-row constant.
   const QRow q = q_row(s, static_cast<int64_t>(bh) * G * D);
@@ -1437,6 +1478,14 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
       qmax[g] = big > 0.f ? big : 1.f;
       cst[g] = c;
     }
+  }
+  // The split's largest token-axis value scale: p' = p s_n <= it bounds the values' fixed point.
+  if (a.v_token_axis) {
+    const float* vs = a.v_scale + static_cast<int64_t>(bh) * N + n0;
+    float m = 0.f;
+    for (int i = threadIdx.x; i < len; i += blockDim.x) m = fmaxf(m, vs[i]);
+    m = block_reduce(m, scratch, Max{}, 0.f);
+    if (threadIdx.x == 0) vmax_s[0] = m;
   }
   __syncthreads();
 
@@ -1519,6 +1568,11 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
   };
   for (int wi = warp; wi * 32 < len; wi += warps) {
     const int u0 = wi * kUnits;
+    // The next round's K rows (four 128-byte lines) into L1 while this round multiplies: no
+    // registers held, and its loads then wait on L1 (Nsight: 36% of this phase's stalls were
+    // loads waiting on L2).
+    if (KW == 4 && lane < 4 && (wi + warps) * 32 + lane * 8 < len)
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(Kb + ((wi + warps) * 32 + lane * 8) * 4));
     uint32_t kw[kUnits][2][kMmaMaxWords];
 #pragma unroll
     for (int k = 0; k < kUnits; ++k)
@@ -1620,14 +1674,21 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) red[i] = 0.f;  // q' is in registers (qb) by now
   __syncthreads();
 
-  // 6. Values. p = exp(s' - max) (per-token value scales folded in) as bf16 hi/lo B fragments
-  //    (k indices as code_bit, scaled by code_unscale), made once for all warps in the same
-  //    pass that sums p. A word's eight threads (lanes 8k..8k+7 of one warp) read its 32
-  //    tokens' scores of every head into registers, then write its fragments over them. Words
-  //    up to a whole round of 8 get fragments (zeros past len), so the value loop has no tail.
-  const int Wr = (Wlen + 7) / 8 * 8;  // <= Wc: chunk is a multiple of 256 tokens
+  // 6. Values on the binary tensor cores. p' = exp(s' - max), times the token's scale for
+  //    token-axis values, in 16-bit fixed point: p' ~ vstep * u, u = sum_b 2^b plane_b. A
+  //    word's 32 tokens give 16 plane words per head (bit r: token r), written over the word's
+  //    scores; then mma.m16n8k256 .b1 (AND + popcount) of the planes (A: 16 planes x 256
+  //    tokens) against the token-major value words (B: 256 tokens x 8 channels) sums u over
+  //    the tokens whose code is 1, per plane and channel, in int32. The value codes enter the
+  //    tensor cores as stored: the bf16 path before spent an AND per two codes and a bf16
+  //    hi/lo pair per p (Nsight's SASS at B = 630: 22.5k of the block's 52.2k warp
+  //    instructions in those two phases).
+  prefetch_l2(VTb, (Wlen * D + 31) / 32);
+  const int Wr = (Wlen + 7) / 8 * 8;  // whole 256-token blocks (<= Wc): planes past len are zeros
   const float* vs = a.v_scale + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
   const float* vz = a.v_zero + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
+  const float vstep = a.v_token_axis ? vmax_s[0] / kPlaneLevels : 1.f / kPlaneLevels;
+  const float inv_vstep = vstep > 0.f ? 1.f / vstep : 0.f;
   float psum[G], dsum[G];
 #pragma unroll
   for (int g = 0; g < G; ++g) psum[g] = dsum[g] = 0.f;
@@ -1638,65 +1699,46 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
     al2[g] = alpha[g] * 1.4426950408889634f;
     sh2[g] = (beta[g] - row_max[g]) * 1.4426950408889634f;
   }
-  // One thread per (word, k-step, lane t): its four tokens for every head. Whole warps per
-  // iteration (Wr * 8 is a multiple of 32), as __syncwarp needs. A lane's word is lane / 8
-  // mod 4 in every iteration (the block steps 32 words), so its slots within a region are fixed.
-  // Its k-step st (lane_st), lane t (lane_t), the four tokens' places in the word tb[j]
-  // (j = 2 r + e), their slots and the factors undoing the code values are per-lane constants.
-  // A place's high half (e = 1) is its low half's place XOR 16 (code_bit), as is the head
-  // swizzle of heads 2 and 3 (mod 4): head g's score of (r, e) sits at 32 g + lane_col[r][e ^
-  // (g's swizzle)], four columns per lane and an immediate offset per head (the 16 addresses
-  // had been recomputed in every round; Nsight's SASS).
-  const int lane_t = lane & 3, lane_st = (lane >> 2) & 1;
-  int tb[4], lane_col[2][2];
+  {
+    const BitTranspose transpose(lane);
+    // A warp per word, a lane per token: the word's scores of every head into registers, then
+    // its planes over them (only this warp touches the word in this phase). A warp's words are
+    // all warp (mod 8): their swizzles, and so the lane's score and plane slots, are constants.
+    static_assert(kMmaThreads / 32 == 8, "a warp's words share w % 4");
+    const int score_lane = lane ^ score_word_swizzle(warp);  // heads 0, 1 (mod 4); ^ 16 for 2, 3
+    const int plane_lane = 2 * plane_slot(warp, lane >> 4, lane & 7) + ((lane >> 3) & 1);  // + 16 g0
+    const float* vs_lane = vs + n0 + warp * 32 + lane;  // token-axis scales of token t, stepped with w
+    const float* vz_lane = vz + n0 + warp * 32 + lane;
+    for (int w = warp; w < Wr; w += warps, vs_lane += warps * 32, vz_lane += warps * 32) {
+      const int t = w * 32 + lane;
+      const bool in = t < len;
+      float* region = words + w * WS;
+      float x[G];
 #pragma unroll
-  for (int j = 0; j < 4; ++j) tb[j] = code_bit(lane_t, lane_st, j >> 1, j & 1);
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    lane_col[r][0] = tb[2 * r] ^ score_word_swizzle(lane >> 3);
-    lane_col[r][1] = lane_col[r][0] ^ 16;
-  }
-  const float unscale[2] = {code_unscale(lane_st, 0), code_unscale(lane_st, 1)};
-  static_assert(kMmaThreads % 256 == 0, "lane_col assumes the block steps a multiple of 4 words");
-  for (int i0 = warp * 32; i0 < Wr * 8; i0 += kMmaThreads) {
-    const int wb = (i0 + lane) >> 3;
-    const float* region = words + wb * WS;
-    bool in[4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) in[j] = wb * 32 + tb[j] < len;
-    float x[G][4];
-#pragma unroll
-    for (int g = 0; g < G; ++g)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) x[g][j] = region[32 * g + lane_col[j >> 1][(j & 1) ^ (score_head_swizzle(g) >> 4)]];
-    __syncwarp();  // the word's scores are in registers: its fragments may overwrite them
-    float sv[4], svz[4];
-    if (a.v_token_axis)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int64_t n = n0 + wb * 32 + tb[j];
-        sv[j] = in[j] ? vs[n] : 0.f;
-        svz[j] = in[j] ? sv[j] * vz[n] : 0.f;
+      for (int g = 0; g < G; ++g) x[g] = region[32 * g + (score_lane ^ score_head_swizzle(g))];
+      __syncwarp();
+      float sv = 1.f, svz = 0.f;
+      if (a.v_token_axis) {
+        sv = in ? *vs_lane : 0.f;
+        svz = in ? sv * *vz_lane : 0.f;
       }
-    uint2* f = reinterpret_cast<uint2*>(words + wb * WS) + lane_st * kParts * 32;
+      uint32_t u[G];
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
-      float pv[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        float p = ex2_approx(in[j] ? fmaf(al2[g], x[g][j], sh2[g]) : -INFINITY);
+      for (int g = 0; g < G; ++g) {
+        const float p = in ? ex2_approx(fmaf(al2[g], x[g], sh2[g])) : 0.f;
         psum[g] += p;
-        if (a.v_token_axis) {
-          dsum[g] += p * svz[j];
-          p *= sv[j];
-        }
-        pv[j] = p * unscale[j >> 1];
+        if (a.v_token_axis) dsum[g] = fmaf(p, svz, dsum[g]);
+        // Rounded to an integer in the low mantissa bits: 1.5 * 2^23 + v has a unit step.
+        u[g] = __float_as_uint(fmaf(a.v_token_axis ? p * sv : p, inv_vstep, kRoundMagic));
       }
-      uint2 hi, lo;
-      M::split_pair(pv[0], pv[1], hi.x, lo.x);
-      M::split_pair(pv[2], pv[3], hi.y, lo.y);
-      f[g * 4 + lane_t] = hi;
-      f[(kParts - 1) * 32 + (kParts == 1 ? g + Gp : g) * 4 + lane_t] = lo;
+      uint32_t* planes = reinterpret_cast<uint32_t*>(region);
+#pragma unroll
+      for (int g0 = 0; g0 < G; g0 += 2) {
+        // Heads g0 and g0 + 1 as the low and high halves: lane i gets plane i % 16 of head
+        // g0 + i / 16.
+        const uint32_t bits = transpose(__byte_perm(u[g0], g0 + 1 < G ? u[g0 + 1] : 0u, 0x5410));
+        if (g0 + 1 < G || lane < 16) planes[16 * g0 + plane_lane] = bits;
+      }
     }
   }
   // Row sums (and the token-axis zero-point terms) over the block: warp, then across warps.
@@ -1722,70 +1764,102 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
     row_sum[g] = l;
     delta[g] = -dz;
   }
-  __syncthreads();
-  // A warp takes two 16-channel tiles (32 channels) and every (D / 32)-th round of words: one
-  // 16-byte load holds a lane's words of both tiles, and each p fragment read from shared
-  // memory serves both (a tile per warp took 21 instructions per word and tile; Nsight).
-  const int pairs = D / 32, groups_of_words = warps / pairs;
-  const int mp = warp % pairs, tg = warp / pairs;
-  // A rows g and g + 8 of tile T are channels c0 + 2T and c0 + 2T + 1: lane gq's four channel
-  // words are consecutive.
-  const int c0 = mp * 32 + 4 * gq;
-  // Column gq's fragments exist for heads < G (hi and lo columns); the others multiply zeros
-  // (their slots hold stale scores).
-  const bool col_live = kAllColumns || (kParts == 1 ? gq % Gp < G && gq < 2 * Gp : gq < G);
-  float acc[2][2][4] = {};  // [tile][k-step]: four independent mma chains
-  // Rounds of kBlocks words (Wr is whole rounds), double-buffered: a round's value words load
-  // while the round before multiplies (the loads wait on L2 otherwise).
-  constexpr int kBlocks = 2;
-  static_assert(8 % kBlocks == 0, "Wr is a multiple of 8 words");
-  const uint4* __restrict__ vl = reinterpret_cast<const uint4*>(VTb + c0);  // 32-bit offsets from here
-  const uint2* pf = reinterpret_cast<const uint2*>(words) + gq * 4 + tq;
-  auto load_round = [&](uint4 (&vw)[kBlocks], int wb0) {
+  // A warp takes a 16-channel tile (column gq of its two 8-channel mmas: channels 16 tile + gq
+  // and 16 tile + 8 + gq) and every (warps / tiles)-th 256-token block: all G heads' planes
+  // against the same value words.
+  const int tiles = D / 16, tile = warp % tiles, tile_warps = warps / tiles;
+  int acc[2][G][4];
 #pragma unroll
-    for (int k = 0; k < kBlocks; ++k) vw[k] = __ldg(vl + min(wb0 + k, Wlen - 1) * (D / 4));  // past Wlen: the last
-  };                                                                                     // word, times zero p
-  auto multiply_round = [&](const uint4 (&vw)[kBlocks], int wb0) {
+  for (int c = 0; c < 2; ++c)
 #pragma unroll
-    for (int k = 0; k < kBlocks; ++k) {
-      const int wb = wb0 + k;
-      const uint32_t x[2][2] = {{lanes.word(vw[k].x), lanes.word(vw[k].y)}, {lanes.word(vw[k].z), lanes.word(vw[k].w)}};
+    for (int g = 0; g < G; ++g) acc[c][g][0] = acc[c][g][1] = acc[c][g][2] = acc[c][g][3] = 0;
+  const int blocks = Wr / 8, whole = Wlen / 8;  // whole: blocks all of whose words are below Wlen
+  // Words tq and tq + 4 of a block (the B pair of each mma, loaded straight into it), from a
+  // pointer that steps with the block; in the last block, words past Wlen read the last word
+  // (its planes there are zeros).
+  const int first = warp / tiles, step = tile_warps * 8 * D;
+  const uint32_t* __restrict__ vcol = VTb + tile * 16 + gq;
+  const uint32_t* vnext = vcol + (first * 8 + tq) * D;  // word tq of the next block to load
+  int blk_next = first;
+  auto load_values = [&](uint32_t (&v)[2][2]) {
+    if (blk_next < whole) {
 #pragma unroll
-      for (int st = 0; st < 2; ++st) {
-        uint32_t af[2][4];
+      for (int c = 0; c < 2; ++c) {
+        v[c][0] = __ldg(vnext + 8 * c);
+        v[c][1] = __ldg(vnext + 4 * D + 8 * c);
+      }
+    } else if (blk_next < blocks) {
+      const int wa = min(blk_next * 8 + tq, Wlen - 1), wb = min(blk_next * 8 + tq + 4, Wlen - 1);
 #pragma unroll
-        for (int T = 0; T < 2; ++T) CodeLanes::fragment(af[T], st, x[T][0], x[T][1]);
-#pragma unroll
-        for (int part = 0; part < kParts; ++part) {
-          const uint2 b = col_live ? pf[wb * (WS / 2) + (st * kParts + part) * 32] : make_uint2(0u, 0u);
-#pragma unroll
-          for (int T = 0; T < 2; ++T) M::mma(acc[T][st], af[T], b.x, b.y);
-        }
+      for (int c = 0; c < 2; ++c) {
+        v[c][0] = __ldg(vcol + wa * D + 8 * c);
+        v[c][1] = __ldg(vcol + wb * D + 8 * c);
       }
     }
+    vnext += step;
+    blk_next += tile_warps;
   };
-  const int round_step = groups_of_words * kBlocks;
-  uint4 va[kBlocks], vb[kBlocks];
-  int wb0 = tg * kBlocks;
-  if (wb0 < Wlen) load_round(va, wb0);
-  while (wb0 < Wlen) {
-    if (wb0 + round_step < Wlen) load_round(vb, wb0 + round_step);
-    multiply_round(va, wb0);
-    wb0 += round_step;
-    if (wb0 >= Wlen) break;
-    if (wb0 + round_step < Wlen) load_round(va, wb0 + round_step);
-    multiply_round(vb, wb0);
-    wb0 += round_step;
+  // The lane's plane slots (rows gq, gq + 8) in words tq and tq + 4: one per head, an immediate apart.
+  const uint2* pl = reinterpret_cast<const uint2*>(words) + tq * (WS / 2) + plane_slot(tq, 0, gq);
+  auto multiply = [&](const uint32_t (&v)[2][2], int blk) {
+    const uint2* pw = pl + blk * 8 * (WS / 2);
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const uint2 pa = pw[8 * g], pb = pw[4 * (WS / 2) + 8 * g];
+      const uint32_t af[4] = {pa.x, pa.y, pb.x, pb.y};
+      mma_b1_k256(acc[0][g], af, v[0][0], v[0][1]);
+      mma_b1_k256(acc[1][g], af, v[1][0], v[1][1]);
+    }
+  };
+  // Three buffers: a block's value words are loaded two blocks ahead (Nsight: with one block
+  // ahead, the first mma of every other block waited on L2); the first two loads are issued
+  // before the barrier.
+  uint32_t v0[2][2], v1[2][2], v2[2][2];
+  load_values(v0);
+  load_values(v1);
+  __syncthreads();  // every word's planes are written
+  for (int blk = first; blk < blocks;) {
+    load_values(v2);
+    multiply(v0, blk);
+    if ((blk += tile_warps) >= blocks) break;
+    load_values(v0);
+    multiply(v1, blk);
+    if ((blk += tile_warps) >= blocks) break;
+    load_values(v1);
+    multiply(v2, blk);
+    blk += tile_warps;
+  }
+  // C rows gq and gq + 8 are planes gq and gq + 8; columns 2 tq and 2 tq + 1 channels
+  // 16 tile + 8 c + 2 tq (+1) of group c. Planes gq and gq + 8 combine exactly in int32
+  // (popcounts <= len), then 2^gq as float; the sum over gq halves the values each round
+  // (lane bit 16, 8, 4), so that lane gq ends with values gq * kPer + k of the kVals.
+  constexpr int kVals = (4 * G + 7) / 8 * 8, kPer = kVals / 8;
+  float vals[kVals];
+  const float wq = static_cast<float>(1u << gq) * vstep;
+#pragma unroll
+  for (int i = 0; i < kVals; ++i) {
+    const int cg = i >> 1, e = i & 1, c = cg / G, g = cg % G;
+    vals[i] = i < 4 * G ? static_cast<float>(acc[c][g][e] + (acc[c][g][e + 2] << 8)) * wq : 0.f;
   }
 #pragma unroll
-  for (int T = 0; T < 2; ++T)
+  for (int r = 0; r < 3; ++r) {
+    const int bit = 16 >> r, half = kVals >> (r + 1);
+    const bool upper = lane & bit;
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      float v = acc[T][0][e] + acc[T][1][e];
-      if constexpr (kParts == 1) v += __shfl_xor_sync(0xffffffffu, v, Gp / 2);
-      const int head = 2 * tq + (e & 1);
-      if (head < G && (kParts == 2 || head < Gp)) atomicAdd(&red[head * D + c0 + 2 * T + (e >> 1)], v);
+    for (int k = 0; k < half; ++k) {
+      const float send = upper ? vals[k] : vals[k + half];
+      const float keep = upper ? vals[k + half] : vals[k];
+      vals[k] = keep + __shfl_xor_sync(0xffffffffu, send, bit);
     }
+  }
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int i = gq * kPer + k;
+    if (i < 4 * G) {
+      const int cg = i >> 1, c = cg / G, g = cg % G;
+      atomicAdd(&red[g * D + tile * 16 + 8 * c + 2 * tq + (i & 1)], vals[k]);
+    }
+  }
   __syncthreads();
 
   // 7. Scale and zero-point after the sums.

@@ -163,6 +163,11 @@ TEST_P(DecodeAttention, MatchesAttentionOnTheDequantizedCache) {
       // Per-token value scales near 100: p times the scale enters the GQA kernel's bf16 operands
       // times a power of two (2^126 once, which overflowed to inf from a scale of 4).
       {2, 2, 4, 128, 3, 300, 5, 1, ScaleAxis::Channel, ScaleAxis::Token, true, false, at::kBFloat16, 0, 40.0},
+      // The GQA 1-bit kernel's other shapes: an odd group (its last head pair has one head)
+      // at head_dim 32 (four warps per 16-channel tile), a partial last 256-token block; and
+      // groups of 2 at head_dim 128 over two splits.
+      {1, 2, 3, 32, 2, 700, 3, 1, ScaleAxis::Channel, ScaleAxis::Token, true, false, at::kHalf, 0},
+      {2, 1, 2, 128, 0, 520, 4, 1, ScaleAxis::Token, ScaleAxis::Channel, false, true, at::kBFloat16, 2},
   };
   for (int i = 0; i < 28; ++i) {
     Case c;
