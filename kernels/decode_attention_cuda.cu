@@ -1410,8 +1410,8 @@ __host__ __device__ inline int64_t mma_floats(int G, int D, int64_t chunk) {
 }
 
 // Blocks per SM asked of the register allocator: four for G = 4 at head_dim 128 (32 warps, 64
-// registers, ~56 KB of shared memory at 3.3k tokens; ptxas spills 76 bytes, and it still beats
-// three blocks at 80 registers: 0.533 against 0.539 ms at B = 630), three for G = 3 and for G = 4
+// registers, ~56 KB of shared memory at 3.3k tokens; ptxas spills 36 bytes, and it still beats
+// three blocks at 80 registers: 0.425 against 0.435 ms at B = 630), three for G = 3 and for G = 4
 // at head_dim 32/64 (80 registers, no spills; at 64 the latter spilled 100 bytes); two for the
 // others, which would spill (and for G > 4 need twice the shared memory).
 // CALIBQ_MMA_BLOCKS=3 takes three for G = 4 at head_dim 128 too (for comparisons).
