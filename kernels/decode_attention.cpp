@@ -218,7 +218,7 @@ at::Tensor decode_attention(const DecodeAttentionInputs& in) {
     p.calibrate = in.calibrate;
     p.calib_a = static_cast<float>(in.calib_a);
     p.calib_b = static_cast<float>(in.calib_b);
-    // The 1-bit bf16-mma kernel (GQA, head_dim 32/64/128) keeps a whole long segment in one split
+    // The 1-bit GQA kernel (head_dim 32/64/128) keeps a whole long segment in one split
     // (~56 KB of shared memory at 3.3k tokens, four blocks per SM): more splits would not add
     // blocks at large batches, and with calibration each extra split costs a score pass for the
     // row's range.

@@ -1279,62 +1279,21 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
   write_value_partials<G>(s, a, bh, a.split_offset + split, red, vs, vz, delta, row_max, row_sum);
 }
 
-// ---------------------------------------------------------------- 1 bit on bf16 and binary tensor cores
+// ---------------------------------------------------------------- 1 bit on the binary tensor cores, GQA
 //
-// The path for GQA and large batches. Scores: the G query heads of a KV head are columns of
-// one mma.m16n8k16 (bf16 x bf16 -> f32), so K codes are expanded once for all G heads.
-// Values: p in 16-bit fixed point as bit planes against the value codes as stored, on the
-// binary tensor cores (mma.m16n8k256 .b1 AND + popcount; see phase 6).
-// Expanding a code costs less than an instruction: a single set bit at position 7 + j
-// (j = 0..7) of a bf16 is the exact power of two 2^(2^j - 127) (an exponent field with one
-// bit set, mantissa zero), so `word & (0x00010001 << b)` is a register of two bf16 codes, each
-// 0 or 2^(2^(b - 7) - 127), and the other operand is multiplied by 2^(127 - 2^(b - 7)) for
-// those k indices (exact: powers of two, all within bf16's range). Each lane first rotates a
-// word so that the 8 bits it takes land on b = 11..14 and 27..30 (rotation 4, 0, 12, 8 for
-// t = 0..3), so the four masks are the same immediates in every lane and a word costs a lane
-// 1 rotate + 4 ANDs for 8 codes (the fp16 version took 3 instructions per 2 codes). Bits
-// 11..14 (codes 2^-111, 2^-95, 2^-63, 2; factors up to 2^111) leave the other operand 2^17 of
-// headroom below bf16's largest finite value (p times a per-token value scale: with bits 7..10
-// a scale of 4 overflowed to inf). The mma's k index is
-// permuted to match (code_bit): a dot product does not depend on the order of its terms, as
-// long as both operands use the same one.
-//   scores: A = K codes (16 tokens x 16 channels, rows from the stored D-bit rows),
-//           B = q' / max|q'| (channels x heads) split bf16 hi + lo (~16 bits of each q');
-// With G <= 4 the hi and lo parts are different columns of one mma (hi in column h, lo in
-// column h + Gp, Gp = G rounded up to a power of two), summed by one shuffle afterwards; with
-// G > 4 they take one mma each. (Values took the same form until the binary path replaced it:
-// A = V codes, B = p split bf16 hi + lo.)
-// Fragment layouts are PTX's for mma.m16n8k16 .bf16: lane (g = lane / 4, t = lane % 4) holds
-// A pairs (row g [+8], k 2t [+8]), B pairs (k 2t [+8], column g) and C (row g [+8], column 2t [+1]).
-
-// The bit of a 32-bit code word that lane t's register r (0: k 2t, 1: k 2t + 8) of k-step st
-// holds in its half e (0: low, 1: high), as stored (before the lane's rotation).
-__device__ __forceinline__ int code_bit(int t, int st, int r, int e) {
-  const int j = 4 * (t & 1) + 2 * st + r;
-  return t < 2 ? (e ? 23 + j : 7 + j) : (e ? 15 + j : (j + 31) & 31);
-}
-// Where the lane's rotation puts every code of k-step st, register r: bits kCodeBit + 2 st + r
-// and 16 more (bf16 exponent bits 4..7).
-constexpr int kCodeBit = 11;
-// 2^(127 - 2^(4 + 2 st + r)): the factor that undoes the code's bf16 value.
-__device__ __forceinline__ float code_unscale(int st, int r) {
-  return __int_as_float((254 - (1 << (kCodeBit - 7 + 2 * st + r))) << 23);  // biased exponent 127 + 127 - 2^j
-}
-// Lane t's rotation for code_bit's layout, and the masks (the same immediates in every lane
-// once the k-step loops are unrolled).
-struct CodeLanes {
-  int rotate;
-  __device__ explicit CodeLanes(int t) : rotate((t & 1 ? 0 : 4) + (t >= 2 ? 8 : 0)) {}
-  __device__ __forceinline__ uint32_t word(uint32_t w) const { return __funnelshift_l(w, w, rotate); }
-  // The A fragment of k-step st from the lane's rotated words of rows g (x0) and g + 8 (x1).
-  static __device__ __forceinline__ void fragment(uint32_t (&af)[4], int st, uint32_t x0, uint32_t x1) {
-    const uint32_t m0 = 0x00010001u << (kCodeBit + 2 * st), m1 = m0 << 1;
-    af[0] = x0 & m0;
-    af[1] = x1 & m0;
-    af[2] = x0 & m1;
-    af[3] = x1 & m1;
-  }
-};
+// The path for GQA and large batches (G > 1, head_dim 32, 64 or 128): one block per
+// (sequence, KV head) and split, the G query heads against one pass over the codes, all of it
+// on mma .b1 (AND + popcount, int32 sums) with the codes as stored:
+//   scores: A = K rows (16 tokens x 128 bits), B = bit planes of q' in 15-bit fixed point and
+//           an all-ones row, 8 columns of (head, plane) per mma; a lane combines one head's 16
+//           plane sums of its two tokens by shift-adds (phase 3);
+//   values: A = bit planes of p' in 16-bit fixed point (16 planes x 256 tokens), B = the
+//           token-major value words (256 tokens x 8 channels) (phase 6).
+// Fragment layouts are PTX's for mma .b1: lane (g = lane / 4, t = lane % 4) holds A words
+// (row g [+8], k 32 t [+128]), B words (k 32 t [+128], column g) and C (row g [+8], column 2t [+1]).
+// (Until 3e1f500 the values, and until the commit after it the scores, ran on the bf16 tensor
+// cores with each code expanded to a bf16 by an AND: the floor of that form was an instruction
+// per two codes, and the expansion alone was a quarter of the block's instructions.)
 
 // The values' fixed point: p' ~ vstep * u with u < 2^16 (planes 0-15). One level below 65535
 // of headroom: p = exp2(...) of the row's largest score may round a hair above 1.
@@ -1378,40 +1337,30 @@ struct BitTranspose {
   }
 };
 
-constexpr int kMmaThreads = 256;  // 8 warps: for head_dim 128, two 16-channel value tiles each, over half the words
-constexpr int kMmaMaxWords = 4;   // head_dim <= 128
+constexpr int kMmaThreads = 256;  // 8 warps: for head_dim 128, a 16-channel value tile each
 
-// head_dim 32, 64 or 128: whole 32-channel tile pairs that the 8 warps share evenly.
+// head_dim 32, 64 or 128: a K row within one m16n8k128, whole 16-channel value tiles.
 __host__ __device__ inline bool mma_shape(const DecodeShape& s) {
   return s.head_dim == 32 || s.head_dim == 64 || s.head_dim == 128;
 }
 
-// Hi and lo in one mma's columns (G <= 4) or one mma each.
-__host__ __device__ constexpr int mma_pow2(int G) { return G <= 2 ? 2 : G <= 4 ? 4 : 8; }
-__host__ __device__ constexpr int mma_parts(int G) { return 2 * mma_pow2(G) <= 8 ? 1 : 2; }
-
 // Floats per 32-token word of a split: its scores [G][32], then, written over them, its p
 // planes (16 per head, 8-byte slots by plane_slot, all below 32 G floats).
 __host__ __device__ constexpr int mma_word_floats(int G) { return 32 * G; }
-// Token t's score of head h sits in word t / 32's region at h * 32 | (t % 32 ^ swizzle), the
-// swizzle keeping lanes off each other's banks: 16 for heads 2 and 3 (mod 4) (the lanes that
-// write one token's heads 0 and 2), 0, 1, 16, 17 for words 0-3 (mod 4) (the four words a warp
-// reads at once, whose lanes each read 8 odd or 8 even banks). Being XORs, a slot splits into
-// a per-lane part and a per-unit part.
-__device__ __forceinline__ int score_word_swizzle(int w) { return (w & 1) | ((w & 2) << 3); }
-__device__ __forceinline__ int score_head_swizzle(int h) { return (h & 2) << 3; }
+// Token t's score of head h sits in word t / 32's region at 32 h + (t % 32 ^ 8 (h % 4)): the
+// eight tokens x four heads that one store of the score loop writes fall in 32 banks.
+__device__ __forceinline__ int score_head_swizzle(int h) { return 8 * (h & 3); }
 
 __host__ __device__ inline int64_t mma_floats(int G, int D, int64_t chunk) {
-  // q' then the value sums [G][D], the words' scores / p planes [chunk / 32][word floats],
-  // scratch, per-row values, per-warp ranges and sums [8][G][2], the split's largest value
-  // scale. (Was 2x larger with the scores and p apart: two blocks per SM, too few warps to
-  // hide the loads.)
-  return static_cast<int64_t>(G) * D + chunk / 32 * mma_word_floats(G) + 32 + 12 * G + 16 * G + 1;
+  // The value sums [G][D], the words' q planes / scores / p planes [chunk / 32][word floats],
+  // scratch, per-row values, per-warp ranges and sums [8][G][2]. (Was 2x larger with the
+  // scores and p apart: two blocks per SM, too few warps to hide the loads.)
+  return static_cast<int64_t>(G) * D + chunk / 32 * mma_word_floats(G) + 32 + 12 * G + 16 * G;
 }
 
 // Blocks per SM asked of the register allocator: four for G = 4 at head_dim 128 (32 warps, 64
-// registers, ~56 KB of shared memory at 3.3k tokens; ptxas spills 36 bytes, and it still beats
-// three blocks at 80 registers: 0.425 against 0.435 ms at B = 630), three for G = 3 and for G = 4
+// registers, ~56 KB of shared memory at 3.3k tokens; ptxas spills 28 bytes, and it still beats
+// three blocks at 80 registers: 0.357 against 0.368 ms at B = 630), three for G = 3 and for G = 4
 // at head_dim 32/64 (80 registers, no spills; at 64 the latter spilled 100 bytes); two for the
 // others, which would spill (and for G > 4 need twice the shared memory).
 // CALIBQ_MMA_BLOCKS=3 takes three for G = 4 at head_dim 128 too (for comparisons).
@@ -1422,11 +1371,7 @@ template <int G, int KWc, int kMinBlocks = kMmaMinBlocks<G, KWc>>
 __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(DecodeShape s, PackedSegmentArgs a, int64_t chunk,
                                                                    bool minmax_only) {
   extern __shared__ float smem[];
-  using M = Mma16<__nv_bfloat16>;
-  constexpr int Gp = mma_pow2(G), kParts = mma_parts(G), WS = mma_word_floats(G);
-  // G = 4 (hi and lo parts) and G = 8 (a head per column) fill all eight mma columns: every
-  // lane then writes both of its score heads, and every column has p fragments.
-  constexpr bool kAllColumns = G == 4 || G == 8;
+  constexpr int WS = mma_word_floats(G);
   const int bh = blockIdx.x, split = blockIdx.y;
   const int D = KWc > 0 ? KWc * 32 : s.head_dim, KW = KWc > 0 ? KWc : D / 32;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = kMmaThreads / 32;
@@ -1434,18 +1379,17 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
   const int64_t N = a.length, n0 = split * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
   const int len = n1 > n0 ? static_cast<int>(n1 - n0) : 0;
   const int Wc = static_cast<int>(chunk / 32), Wlen = (len + 31) / 32;
-  float* qf = smem;                   // [G][D] q' (phases 1-2)
-  float* red = qf;                    // [G][D] the value sums (phase 6), once q' is in registers
-  float* words = qf + G * D;          // [Wc][WS]: a word's scores (swizzled slots), then its p fragments
+  float* red = smem;                  // [G][D] the value sums (phase 6)
+  float* words = red + G * D;         // [Wc][WS]: the q planes (phase 1), then a word's scores, then its p planes
   float* scratch = words + Wc * WS;   // 32
-  float* qmax = scratch + 32;
-  float* cst = qmax + G;
+  float* qlo = scratch + 32;
+  float* qstep = qlo + G;
+  float* cst = qstep + G;
   float* row_max = cst + G;
   float* row_sum = row_max + G;
   float* alpha = row_sum + G;
   float* beta = alpha + G;
   float* delta = beta + G;
-  float* vmax_s = delta + 17 * G;  // after the per-warp ranges [8][G][2] (wrange)
 
   // 0. The split's K codes start streaming into L2 now (a block's share is ~53 KB at 3328
   //    tokens): every later load, issued in rounds, then waits on L2 rather than on DRAM. Its
@@ -1459,219 +1403,175 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
   };
   prefetch_l2(Kb, (len * KW + 31) / 32);
 
-  // 1. q', its largest magnitude, the per-row constant.
-  const QRow q = q_row(s, static_cast<int64_t>(bh) * G * D);
+  // 1. q' (q times the channel-axis key scales), its range and per-row constant, and q' in
+  //    15-bit fixed point, u = rint((q' - lo) / step): bit planes 0-14 and the all-ones row
+  //    (plane 15, weight lo), a word per 32 channels, in the word area (no scores yet). A warp
+  //    per head with warp shuffles only: the block reductions they replace (three per head)
+  //    had the block waiting at 24 barriers (Nsight: a third of the kernel's stall samples).
+  static_assert(G <= kMmaThreads / 32, "a warp per query head");
   const float* ks = a.k_scale + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
   const float* kz = a.k_zero + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
-  for (int i = threadIdx.x; i < G * D; i += blockDim.x) qf[i] = a.k_token_axis ? q[i] : q[i] * ks[i % D];
-  __syncthreads();
-  for (int g = 0; g < G; ++g) {
-    float big = 0.f, c = 0.f;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-      const float v = qf[g * D + d];
-      big = fmaxf(big, fabsf(v));
+  uint32_t* qplanes = reinterpret_cast<uint32_t*>(words);  // [G][16][KW]
+  if (warp < G) {
+    const int g = warp;
+    const QRow q = q_row(s, static_cast<int64_t>(bh) * G * D);
+    constexpr int kMaxWords = 4;  // head_dim <= 128
+    float x[kMaxWords];
+    float lo = INFINITY, hi = -INFINITY, c = 0.f;
+#pragma unroll
+    for (int w = 0; w < kMaxWords; ++w) {
+      if (w >= KW) break;
+      const int d = 32 * w + lane;
+      const float v = a.k_token_axis ? q[g * D + d] : q[g * D + d] * ks[d];
+      x[w] = v;
+      lo = fminf(lo, v);
+      hi = fmaxf(hi, v);
       c += a.k_token_axis ? v : -v * kz[d];
     }
-    big = block_reduce(big, scratch, Max{}, 0.f);
-    c = block_reduce(c, scratch, Sum{}, 0.f);
-    if (threadIdx.x == 0) {
-      qmax[g] = big > 0.f ? big : 1.f;
+    lo = warp_reduce(lo, Min{});
+    hi = warp_reduce(hi, Max{});
+    c = warp_reduce(c, Sum{});
+    const float step = (hi - lo) / 32767.f;
+    if (lane == 0) {
+      qlo[g] = lo;
+      qstep[g] = step;
       cst[g] = c;
     }
+#pragma unroll
+    for (int w = 0; w < kMaxWords; ++w) {
+      if (w >= KW) break;
+      const uint32_t u = step > 0.f ? min(32767u, static_cast<uint32_t>(rintf((x[w] - lo) / step))) : 0u;
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        const uint32_t word = __ballot_sync(0xffffffffu, i < 15 ? (u >> i) & 1u : 1u);
+        if (lane == i) qplanes[(g * 16 + i) * KW + w] = word;
+      }
+    }
   }
-  // The split's largest token-axis value scale: p' = p s_n <= it bounds the values' fixed point.
+  // The split's largest token-axis value scale (p' = p s_n <= it bounds the values' fixed
+  // point): per warp here, over the warps in phase 6.
+  float* vmax_w = scratch;  // [warps]
   if (a.v_token_axis) {
     const float* vs = a.v_scale + static_cast<int64_t>(bh) * N + n0;
     float m = 0.f;
     for (int i = threadIdx.x; i < len; i += blockDim.x) m = fmaxf(m, vs[i]);
-    m = block_reduce(m, scratch, Max{}, 0.f);
-    if (threadIdx.x == 0) vmax_s[0] = m;
+    m = warp_reduce(m, Max{});
+    if (lane == 0) vmax_w[warp] = m;
   }
   __syncthreads();
+  // mma j of a head set: column c is head c / 2 + 4 set, plane 2 j + c % 2, so that the lane
+  // of tq holds all 16 planes of head tq + 4 set (its C columns 2 tq, 2 tq + 1) and combines
+  // them without shuffles.
+  constexpr int kSets = (G + 3) / 4;
+  uint32_t qb[kSets][8];
+  float head_step[kSets], head_lo[kSets], head_cst[kSets];
+#pragma unroll
+  for (int set = 0; set < kSets; ++set) {
+    const int col_head = gq / 2 + 4 * set, head = tq + 4 * set;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      qb[set][j] = col_head < G && tq < KW ? qplanes[(col_head * 16 + 2 * j + (gq & 1)) * KW + tq] : 0u;
+    head_step[set] = head < G ? qstep[head] : 0.f;
+    head_lo[set] = head < G ? qlo[head] : 0.f;
+    head_cst[set] = head < G ? cst[head] : 0.f;
+  }
+  __syncthreads();  // the planes are in registers: scores may overwrite the word area
 
-  // 2. B fragments of q' / max|q'|: column gq holds head gq % Gp's hi (gq < Gp) or lo part
-  //    (G <= 4), or head gq's hi and lo for two mmas; k indices as code_bit, scaled by code_unscale.
-  const CodeLanes lanes(tq);
-  uint32_t qb[kMmaMaxWords][2][2][kParts];  // [word][k-step][b0/b1][part]
-  {
-    const int head = kParts == 1 ? gq % Gp : gq;
-    const bool live = head < G && (kParts == 2 || gq < 2 * Gp);
-    const float rq = live ? 1.f / qmax[head] : 0.f;
+  // 3. Scores on the binary tensor cores: a 16-token unit per warp and round, A = K rows as
+  //    stored (rows gq and gq + 8: tokens; lane tq: the row's word tq), B = the q planes
+  //    (mma.m16n8k128 .b1 AND + popcount). A score is step * sum_b 2^b popc(plane_b & k) +
+  //    lo * popc(k): 14 shift-adds per token and head, where the bf16 path expanded every code
+  //    (an AND per two codes, and four 16-byte row loads per lane and unit; Nsight's SASS had
+  //    it at 24.6k of the block's 48.9k warp instructions).
+  float rlo[kSets], rhi[kSets];
 #pragma unroll
-    for (int w = 0; w < kMmaMaxWords; ++w)
+  for (int set = 0; set < kSets; ++set) {
+    rlo[set] = INFINITY;
+    rhi[set] = -INFINITY;
+  }
+  // A warp's units are all warp (mod 8): the same half of their words, so the lane's slots
+  // (head tq + 4 set, tokens gq and gq + 8) are constants.
+  static_assert(kMmaThreads / 32 % 2 == 0, "a warp's units keep their half of a word");
+  int slot[kSets][2];
 #pragma unroll
-      for (int st = 0; st < 2; ++st)
+  for (int set = 0; set < kSets; ++set)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int head = tq + 4 * set;
+      slot[set][r] = head * 32 + ((16 * (warp & 1) + gq + 8 * r) ^ score_head_swizzle(head));
+    }
+  const bool word_ok = tq < KW;
+  const uint32_t* kl = Kb + gq * KW + tq;  // row gq of unit 0, word tq
+  auto load_unit = [&](uint32_t (&k)[2], int u) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int t = u * 16 + gq + 8 * r;
+      k[r] = word_ok && t < len ? __ldg(kl + (u * 16 + 8 * r) * KW) : 0u;
+    }
+  };
+  // Rows loaded two units ahead (two registers each).
+  uint32_t k0[2], k1[2];
+  load_unit(k0, warp);
+  load_unit(k1, warp + warps);
+  for (int u = warp; u * 16 < len; u += warps) {
+    const uint32_t a0 = k0[0], a1 = k0[1];
+    k0[0] = k1[0];
+    k0[1] = k1[1];
+    load_unit(k1, u + 2 * warps);
+    float* unit_scores = words + (u >> 1) * WS;
+#pragma unroll
+    for (int set = 0; set < kSets; ++set) {
+      // Planes 15 (all ones) and 14 first, then 13..0 by shift-adds (popcounts <= D: exact).
+      int c[4] = {0, 0, 0, 0};
+      mma_b1_k128(c, a0, a1, qb[set][7]);
+      const int ones0 = c[1], ones1 = c[3];
+      int sum0 = c[0], sum1 = c[2];
+#pragma unroll
+      for (int j = 6; j >= 0; --j) {
+        int p[4] = {0, 0, 0, 0};
+        mma_b1_k128(p, a0, a1, qb[set][j]);
+        sum0 = 4 * sum0 + 2 * p[1] + p[0];
+        sum1 = 4 * sum1 + 2 * p[3] + p[2];
+      }
+      const int head = tq + 4 * set;
+      if (head < G) {
+        const float dots[2] = {fmaf(head_step[set], static_cast<float>(sum0), head_lo[set] * static_cast<float>(ones0)),
+                               fmaf(head_step[set], static_cast<float>(sum1), head_lo[set] * static_cast<float>(ones1))};
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          float x[2];
-#pragma unroll
-          for (int e = 0; e < 2; ++e)
-            x[e] = live && w < KW ? qf[head * D + 32 * w + code_bit(tq, st, r, e)] * rq * code_unscale(st, r) : 0.f;
-          uint32_t hi, lo;
-          M::split_pair(x[0], x[1], hi, lo);
-          if constexpr (kParts == 1) {
-            qb[w][st][r][0] = gq < Gp ? hi : lo;
-          } else {
-            qb[w][st][r][0] = hi;
-            qb[w][st][r][kParts - 1] = lo;
-          }
-        }
-  }
-
-  // 3. Scores: sixteen tokens per mma row block, all G heads in its columns. Each lane keeps
-  //    the range of the scores it writes (heads 2 tq and 2 tq + 1) for calibration and softmax.
-  float lo2[2] = {INFINITY, INFINITY}, hi2[2] = {-INFINITY, -INFINITY};
-  // The heads whose scores this lane writes, with their max |q'| and per-row constant in
-  // registers. G > 4: heads 2 tq, 2 tq + 1 (columns = heads). G <= 4: a head's hi and lo
-  // columns sit on lanes tq and tq ^ kLoLane; after one exchange the hi lane holds the row's
-  // first token (gq) and the lo lane its second (gq + 8), for heads hbase, hbase + 1.
-  constexpr int kLoLane = Gp / 2;
-  const bool lo_lane = kParts == 1 && (tq & kLoLane);
-  const int hbase = kParts == 1 ? 2 * (tq & (kLoLane - 1)) : 2 * tq;
-  bool writes[2];
-  float head_qmax[2], head_cst[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int head = hbase + h;
-    writes[h] = head < G && (kParts == 2 || tq < 2 * kLoLane);
-    head_qmax[h] = writes[h] ? qmax[head] : 0.f;
-    head_cst[h] = writes[h] ? cst[head] : 0.f;
-  }
-  // Entry e of a unit: head hbase + (e & 1), token entry_token[e] of the unit's 16; its slot in
-  // the unit's word region is entry_slot[e] ^ (the unit's swizzle).
-  constexpr int kEntries = kParts == 1 ? 2 : 4;
-  int entry_token[kEntries], entry_slot[kEntries];
-#pragma unroll
-  for (int e = 0; e < kEntries; ++e) {
-    const int h = hbase + (e & 1);
-    entry_token[e] = gq + ((e >> 1) || lo_lane ? 8 : 0);
-    entry_slot[e] = h * 32 | (entry_token[e] ^ score_head_swizzle(h));
-  }
-  // A warp's round: the two 16-token units of one 32-token word wi (their loads all in flight
-  // at once). The word's swizzle depends on wi % 4 = warp % 4 only, so each entry's slot is a
-  // per-lane constant (slot(unit, entry)) and a round adds just the word's offset.
-  constexpr int kUnits = 2;
-  static_assert(kMmaThreads / 32 % 4 == 0, "a warp's words keep its swizzle");
-  // The slots (< 256) packed four to a register, one byte each: kept as they are, where the
-  // 64-register build recomputed each from the thread index in every round (Nsight's SASS).
-  uint32_t slots[(kUnits * kEntries + 3) / 4] = {};
-#pragma unroll
-  for (int k = 0; k < kUnits; ++k)
-#pragma unroll
-    for (int e = 0; e < kEntries; ++e) {
-      const int i = k * kEntries + e;
-      slots[i / 4] |= static_cast<uint32_t>(entry_slot[e] ^ (k << 4) ^ score_word_swizzle(warp)) << (8 * (i % 4));
-    }
-  auto slot = [&](int k, int e) {
-    const int i = k * kEntries + e;
-    return static_cast<int>(__byte_perm(slots[i / 4], 0u, 0x4440u + static_cast<unsigned>(i % 4)));
-  };
-  for (int wi = warp; wi * 32 < len; wi += warps) {
-    const int u0 = wi * kUnits;
-    // The next round's K rows (four 128-byte lines) into L1 while this round multiplies: no
-    // registers held, and its loads then wait on L1 (Nsight: 36% of this phase's stalls were
-    // loads waiting on L2).
-    if (KW == 4 && lane < 4 && (wi + warps) * 32 + lane * 8 < len)
-      asm volatile("prefetch.global.L1 [%0];" ::"l"(Kb + ((wi + warps) * 32 + lane * 8) * 4));
-    uint32_t kw[kUnits][2][kMmaMaxWords];
-#pragma unroll
-    for (int k = 0; k < kUnits; ++k)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int t = (u0 + k) * 16 + gq + 8 * r;
-        if (KW == 4) {
-          const uint4 v = t < len ? __ldg(reinterpret_cast<const uint4*>(Kb) + t) : make_uint4(0, 0, 0, 0);
-          kw[k][r][0] = v.x;
-          kw[k][r][1] = v.y;
-          kw[k][r][2] = v.z;
-          kw[k][r][3] = v.w;
-        } else {
-#pragma unroll
-          for (int w = 0; w < kMmaMaxWords; ++w) kw[k][r][w] = w < KW && t < len ? __ldg(Kb + t * KW + w) : 0u;
-        }
-      }
-    // Units past len (their codes loaded as zeros) run too: no branch between the two
-    // units' mma chains, so that they interleave.
-#pragma unroll
-    for (int k = 0; k < kUnits; ++k) {
-      const int u = u0 + k;
-      float acc[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-      for (int w = 0; w < kMmaMaxWords; ++w) {
-        if (w >= KW) break;
-        const uint32_t x0 = lanes.word(kw[k][0][w]), x1 = lanes.word(kw[k][1][w]);
-#pragma unroll
-        for (int st = 0; st < 2; ++st) {
-          uint32_t af[4];
-          CodeLanes::fragment(af, st, x0, x1);
-#pragma unroll
-          for (int part = 0; part < kParts; ++part) M::mma(acc, af, qb[w][st][0][part], qb[w][st][1][part]);
-        }
-      }
-      // G <= 4: hi + lo of a head, the hi lane keeping token gq and the lo lane token gq + 8
-      // (two shuffles, two entries per lane).
-      float dots[4];
-      if constexpr (kParts == 1) {
-        const float keep0 = lo_lane ? acc[2] : acc[0], keep1 = lo_lane ? acc[3] : acc[1];
-        const float send0 = lo_lane ? acc[0] : acc[2], send1 = lo_lane ? acc[1] : acc[3];
-        dots[0] = keep0 + __shfl_xor_sync(0xffffffffu, send0, kLoLane);
-        dots[1] = keep1 + __shfl_xor_sync(0xffffffffu, send1, kLoLane);
-      } else {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) dots[e] = acc[e];
-      }
-      float* word_scores = words + wi * WS;
-      // Whole units of channel-axis keys where every lane writes (G = 4, 8): no per-entry tests.
-      if (kAllColumns && !a.k_token_axis && (u + 1) * 16 <= len) {
-#pragma unroll
-        for (int e = 0; e < kEntries; ++e) {
-          const float v = fmaf(dots[e], head_qmax[e & 1], head_cst[e & 1]);
-          word_scores[slot(k, e)] = v;
-          lo2[e & 1] = fminf(lo2[e & 1], v);
-          hi2[e & 1] = fmaxf(hi2[e & 1], v);
-        }
-      } else {
-#pragma unroll
-        for (int e = 0; e < kEntries; ++e) {
-          const int h = e & 1, t = u * 16 + entry_token[e];
-          if (writes[h] && t < len) {
-            const float v = key_score(a, ks, kz, n0 + t, dots[e] * head_qmax[h], head_cst[h]);
-            word_scores[slot(k, e)] = v;
-            lo2[h] = fminf(lo2[h], v);
-            hi2[h] = fmaxf(hi2[h], v);
+          const int t = u * 16 + gq + 8 * r;
+          if (t < len) {
+            const float v = key_score(a, ks, kz, n0 + t, dots[r], head_cst[set]);
+            unit_scores[slot[set][r]] = v;
+            rlo[set] = fminf(rlo[set], v);
+            rhi[set] = fmaxf(rhi[set], v);
           }
         }
       }
     }
   }
-  // 4. The split's score range per head: over the lanes of each tq, then over the warps.
+  // 4. The split's score range per head: over the 8 lanes of each tq, then over the warps.
   float* wrange = delta + G;  // [warps][G][2]
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
+  for (int set = 0; set < kSets; ++set) {
 #pragma unroll
     for (int o = 4; o < 32; o <<= 1) {
-      lo2[h] = fminf(lo2[h], __shfl_xor_sync(0xffffffffu, lo2[h], o));
-      hi2[h] = fmaxf(hi2[h], __shfl_xor_sync(0xffffffffu, hi2[h], o));
+      rlo[set] = fminf(rlo[set], __shfl_xor_sync(0xffffffffu, rlo[set], o));
+      rhi[set] = fmaxf(rhi[set], __shfl_xor_sync(0xffffffffu, rhi[set], o));
     }
-    if constexpr (kParts == 1) {  // the hi and lo lanes of the same heads (different tokens)
-      lo2[h] = fminf(lo2[h], __shfl_xor_sync(0xffffffffu, lo2[h], kLoLane));
-      hi2[h] = fmaxf(hi2[h], __shfl_xor_sync(0xffffffffu, hi2[h], kLoLane));
+    const int head = tq + 4 * set;
+    if (gq == 0 && head < G) {
+      wrange[(warp * G + head) * 2] = rlo[set];
+      wrange[(warp * G + head) * 2 + 1] = rhi[set];
     }
   }
-  if (gq == 0 && !lo_lane)
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-      if (2 * tq + h < G) {
-        wrange[(warp * G + 2 * tq + h) * 2] = lo2[h];
-        wrange[(warp * G + 2 * tq + h) * 2 + 1] = hi2[h];
-      }
   __syncthreads();
   // 5. Calibration maps the row's range [m, M] (over every split) onto [m + a, M + b]:
   //    s' = alpha s + beta, so that softmax needs exp(alpha s + beta - max') only, and no
   //    pass rewrites the scores.
   split_calibration(a, bh, G, split, minmax_only, len, wrange, warps, alpha, beta, row_max);
   if (a.calibrate && minmax_only) return;
-  for (int i = threadIdx.x; i < G * D; i += blockDim.x) red[i] = 0.f;  // q' is in registers (qb) by now
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) red[i] = 0.f;
   __syncthreads();
 
   // 6. Values on the binary tensor cores. p' = exp(s' - max), times the token's scale for
@@ -1687,7 +1587,10 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
   const int Wr = (Wlen + 7) / 8 * 8;  // whole 256-token blocks (<= Wc): planes past len are zeros
   const float* vs = a.v_scale + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
   const float* vz = a.v_zero + (a.v_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
-  const float vstep = a.v_token_axis ? vmax_s[0] / kPlaneLevels : 1.f / kPlaneLevels;
+  float vmax = 0.f;
+  if (a.v_token_axis)
+    for (int w = 0; w < warps; ++w) vmax = fmaxf(vmax, vmax_w[w]);
+  const float vstep = a.v_token_axis ? vmax / kPlaneLevels : 1.f / kPlaneLevels;
   const float inv_vstep = vstep > 0.f ? 1.f / vstep : 0.f;
   float psum[G], dsum[G];
 #pragma unroll
@@ -1705,7 +1608,6 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
     // its planes over them (only this warp touches the word in this phase). A warp's words are
     // all warp (mod 8): their swizzles, and so the lane's score and plane slots, are constants.
     static_assert(kMmaThreads / 32 == 8, "a warp's words share w % 4");
-    const int score_lane = lane ^ score_word_swizzle(warp);  // heads 0, 1 (mod 4); ^ 16 for 2, 3
     const int plane_lane = 2 * plane_slot(warp, lane >> 4, lane & 7) + ((lane >> 3) & 1);  // + 16 g0
     const float* vs_lane = vs + n0 + warp * 32 + lane;  // token-axis scales of token t, stepped with w
     const float* vz_lane = vz + n0 + warp * 32 + lane;
@@ -1715,7 +1617,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
       float* region = words + w * WS;
       float x[G];
 #pragma unroll
-      for (int g = 0; g < G; ++g) x[g] = region[32 * g + (score_lane ^ score_head_swizzle(g))];
+      for (int g = 0; g < G; ++g) x[g] = region[32 * g + (lane ^ score_head_swizzle(g))];
       __syncwarp();
       float sv = 1.f, svz = 0.f;
       if (a.v_token_axis) {
@@ -2146,8 +2048,8 @@ static bool b1_path(const DecodeShape& s, const PackedSegmentArgs& a) {
          reinterpret_cast<uintptr_t>(a.k_packed) % 4 == 0;
 }
 
-// CALIBQ_B1_KERNEL=planes keeps the binary-tensor-core kernel for every 1-bit shape (for
-// benchmarks side by side); the default takes the fp16-mma kernel wherever it applies.
+// CALIBQ_B1_KERNEL=planes keeps the bit-plane kernel (a query head per block) for every 1-bit
+// shape (for benchmarks side by side); the default takes the GQA kernel wherever it applies.
 static bool mma_preferred() {
   static const bool planes = env_equals("CALIBQ_B1_KERNEL", "planes");
   return !planes;
@@ -2155,9 +2057,9 @@ static bool mma_preferred() {
 
 cudaError_t launch_packed_segment(const DecodeShape& s, const PackedSegmentArgs& a, cudaStream_t stream) {
   if (a.length == 0) return cudaSuccess;
-  // Without GQA the bit-plane kernel is faster (an mma column per head would idle 7 of 8).
-  if (b1_path(s, a) && s.groups > 1 && mma_shape(s) && mma_preferred() &&
-      reinterpret_cast<uintptr_t>(a.k_packed) % (s.head_dim / 8) == 0)
+  // Without GQA the bit-plane kernel is faster (the GQA kernel's score columns hold four
+  // heads' planes: with one head, three quarters of them would idle).
+  if (b1_path(s, a) && s.groups > 1 && mma_shape(s) && mma_preferred())
     return with_groups(s.groups, [&](auto g) { return launch_b1_typed<decltype(g)::value, true>(s, a, stream); });
   if (b1_path(s, a))
     return with_groups(s.groups, [&](auto g) { return launch_b1_typed<decltype(g)::value, false>(s, a, stream); });
