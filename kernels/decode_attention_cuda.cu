@@ -1459,9 +1459,9 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
     if (lane == 0) vmax_w[warp] = m;
   }
   __syncthreads();
-  // mma j of a head set: column c is head c / 2 + 4 set, plane 2 j + c % 2, so that the lane
-  // of tq holds all 16 planes of head tq + 4 set (its C columns 2 tq, 2 tq + 1) and combines
-  // them without shuffles.
+  // 2. The lane's B fragments in registers. In mma j of a head set, column c is head
+  //    c / 2 + 4 set, plane 2 j + c % 2: the lane of tq then holds all 16 plane sums of head
+  //    tq + 4 set (its C columns 2 tq, 2 tq + 1) and combines them without shuffles.
   constexpr int kSets = (G + 3) / 4;
   uint32_t qb[kSets][8];
   float head_step[kSets], head_lo[kSets], head_cst[kSets];
