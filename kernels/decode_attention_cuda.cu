@@ -956,6 +956,19 @@ __device__ __forceinline__ uint32_t transpose_bits(uint32_t x, int lane) {
   return x;
 }
 
+// q' in 15-bit fixed point over its range, u = rint((q' - lo) / step) <= 32767, as bit-plane
+// words of the warp's 32 channels: lane i stores plane i (i < 15) at plane0[i * stride], and
+// lane 15 the row of channels that exist (`ones`), which carries lo's weight in the scores.
+__device__ __forceinline__ void store_q_planes(float qv, float lo, float step, bool ones, int lane, uint32_t* plane0,
+                                               int stride) {
+  const uint32_t u = ones && step > 0.f ? min(32767u, static_cast<uint32_t>(rintf((qv - lo) / step))) : 0u;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    const uint32_t word = __ballot_sync(0xffffffffu, i < 15 ? (u >> i) & 1u : ones);
+    if (lane == i) plane0[i * stride] = word;
+  }
+}
+
 __device__ __forceinline__ void mma_b1_k128(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t b0) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("mma.sync.aligned.m16n8k128.row.col.s32.b1.b1.s32.and.popc {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
@@ -1041,12 +1054,7 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
   // 2. Bit planes of q' (15) and the all-ones row, words of 32 channels, zero past D.
   for (int idx = warp; idx < G * 8; idx += warps) {
     const int g = idx / 8, w = idx % 8, d = w * 32 + lane;
-    uint32_t u = 0;
-    if (d < D && qstep[g] > 0.f) u = min(32767u, static_cast<uint32_t>(rintf((qf[g * D + d] - qlo[g]) / qstep[g])));
-    for (int i = 0; i < 16; ++i) {
-      const uint32_t word = __ballot_sync(0xffffffffu, i < 15 ? ((u >> i) & 1u) : (d < D));
-      if (lane == i) qplanes[(g * 16 + i) * 8 + w] = word;
-    }
+    store_q_planes(d < D ? qf[g * D + d] : 0.f, qlo[g], qstep[g], d < D, lane, qplanes + g * 16 * 8 + w, 8);
   }
   __syncthreads();
 
@@ -1440,12 +1448,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
 #pragma unroll
     for (int w = 0; w < kMaxWords; ++w) {
       if (w >= KW) break;
-      const uint32_t u = step > 0.f ? min(32767u, static_cast<uint32_t>(rintf((x[w] - lo) / step))) : 0u;
-#pragma unroll
-      for (int i = 0; i < 16; ++i) {
-        const uint32_t word = __ballot_sync(0xffffffffu, i < 15 ? (u >> i) & 1u : 1u);
-        if (lane == i) qplanes[(g * 16 + i) * KW + w] = word;
-      }
+      store_q_planes(x[w], lo, step, true, lane, qplanes + g * 16 * KW + w, KW);
     }
   }
   // The split's largest token-axis value scale (p' = p s_n <= it bounds the values' fixed
@@ -1606,7 +1609,7 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
     const BitTranspose transpose(lane);
     // A warp per word, a lane per token: the word's scores of every head into registers, then
     // its planes over them (only this warp touches the word in this phase). A warp's words are
-    // all warp (mod 8): their swizzles, and so the lane's score and plane slots, are constants.
+    // all warp (mod 8): their w % 4, and so the lane's plane slots, are constants.
     static_assert(kMmaThreads / 32 == 8, "a warp's words share w % 4");
     const int plane_lane = 2 * plane_slot(warp, lane >> 4, lane & 7) + ((lane >> 3) & 1);  // + 16 g0
     const float* vs_lane = vs + n0 + warp * 32 + lane;  // token-axis scales of token t, stepped with w

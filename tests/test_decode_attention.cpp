@@ -160,8 +160,9 @@ TEST_P(DecodeAttention, MatchesAttentionOnTheDequantizedCache) {
       {2, 1, 8, 64, 0, 1500, 1, 1, ScaleAxis::Token, ScaleAxis::Channel, true, false, at::kFloat, 0},
       // 64 x 32 x 4 = 8192 query rows: on CUDA the merge's warp-per-row kernel (large batches).
       {64, 32, 4, 64, 3, 37, 5, 1, ScaleAxis::Channel, ScaleAxis::Token, true, false, at::kHalf, 0},
-      // Per-token value scales near 100: p times the scale enters the GQA kernel's bf16 operands
-      // times a power of two (2^126 once, which overflowed to inf from a scale of 4).
+      // Per-token value scales near 100: p times the scale is the GQA kernel's value operand
+      // (bf16 times a power of two until 3e1f500, which overflowed to inf from a scale of 4;
+      // now 16-bit fixed point up to the split's largest scale).
       {2, 2, 4, 128, 3, 300, 5, 1, ScaleAxis::Channel, ScaleAxis::Token, true, false, at::kBFloat16, 0, 40.0},
       // The GQA 1-bit kernel's other shapes: an odd group (its last head pair has one head)
       // at head_dim 32 (four warps per 16-channel tile), a partial last 256-token block; and
