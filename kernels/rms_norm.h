@@ -7,6 +7,8 @@
 
 #include <ATen/ATen.h>
 
+#include <utility>
+
 namespace calibq::kernels {
 
 // x: [..., N]; w: [N] in x's dtype. Returns a contiguous tensor of x's shape on x's device.
@@ -15,7 +17,15 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps);
 // The plain-loop reference (the specification), CPU only.
 at::Tensor rms_norm_cpu(const at::Tensor& x, const at::Tensor& w, double eps);
 
+// The residual add before a norm, fused: sum = x + delta rounded to x's dtype (as `x + delta`
+// rounds it) and rms_norm(sum, w, eps); returns {sum, normed}, both contiguous. On CUDA one
+// kernel where the add and the norm took two (each a few microseconds, twice per layer).
+std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& w, double eps);
+// The reference: the add, then rms_norm_cpu.
+std::pair<at::Tensor, at::Tensor> add_rms_norm_cpu(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& w, double eps);
+
 // The checks both paths make (one clear error naming the sizes).
 void check_rms_norm_inputs(const at::Tensor& x, const at::Tensor& w);
+void check_add_rms_norm_inputs(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& w);
 
 }  // namespace calibq::kernels

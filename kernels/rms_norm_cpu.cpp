@@ -36,6 +36,21 @@ void check_rms_norm_inputs(const at::Tensor& x, const at::Tensor& w) {
   TORCH_CHECK(w.device() == x.device(), "rms_norm: the weight must be on x's device");
 }
 
+void check_add_rms_norm_inputs(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& w) {
+  check_rms_norm_inputs(x, w);
+  TORCH_CHECK(delta.sizes() == x.sizes() && delta.scalar_type() == x.scalar_type() && delta.device() == x.device(),
+              "add_rms_norm: delta must match x (", x.sizes(), ", ", x.scalar_type(), "), got ", delta.sizes(), ", ",
+              delta.scalar_type());
+}
+
+std::pair<at::Tensor, at::Tensor> add_rms_norm_cpu(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& w, double eps) {
+  check_add_rms_norm_inputs(x, delta, w);
+  // x + delta as LibTorch's add rounds it (the sum in float, one rounding), written out: the
+  // reference must not lean on the op it stands for.
+  const at::Tensor sum = (x.cpu().to(at::kFloat) + delta.cpu().to(at::kFloat)).to(x.scalar_type()).contiguous();
+  return {sum, rms_norm_cpu(sum, w, eps)};
+}
+
 at::Tensor rms_norm_cpu(const at::Tensor& x, const at::Tensor& w, double eps) {
   check_rms_norm_inputs(x, w);
   const at::Tensor xc = x.cpu().contiguous(), wc = w.cpu().contiguous();

@@ -10,8 +10,9 @@
 
 namespace calibq::kernels::cuda {
 
-// x, out: rows x n contiguous; w: n.
-cudaError_t launch_rms_norm(const void* x, const void* w, void* out, int64_t rows, int64_t n, float eps, KVType type,
-                            cudaStream_t stream);
+// x, out: rows x n contiguous; w: n. With delta (rows x n), x + delta is normalized and
+// written to sum (rows x n); without, both are null.
+cudaError_t launch_rms_norm(const void* x, const void* delta, const void* w, void* out, void* sum, int64_t rows, int64_t n,
+                            float eps, KVType type, cudaStream_t stream);
 
 }  // namespace calibq::kernels::cuda

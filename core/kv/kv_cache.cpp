@@ -10,6 +10,7 @@
 #include "core/util/error.h"
 #include "core/util/shape.h"
 #include "kernels/cuda_dispatch.h"
+#include "kernels/kv_append.h"
 
 namespace calibq {
 
@@ -111,14 +112,12 @@ void LayerKVCache::append(const at::Tensor& k, const at::Tensor& v) {
   check_kv_tensor(k, "KV cache append (keys)");
   check_kv_tensor(v, "KV cache append (values)");
   if (blocks_.empty()) fail("KV cache append: no prefill yet");
-  if (graph_pos_.defined()) {
-    // Graph decoding: the position lives on the device; the host catches up in advance_graph_decode.
+  if (graph_len_.defined()) {
+    // Graph decoding: the position lives on the device (one kernel writes the token there and
+    // advances it); the host catches up in advance_graph_decode.
     if (k.size(2) != 1) fail("KV cache append: graph decoding appends one token at a time, got {}", k.size(2));
     Block& last = blocks_.back();
-    last.k_store.index_copy_(2, graph_pos_, k);
-    last.v_store.index_copy_(2, graph_pos_, v);
-    graph_pos_.add_(1);
-    graph_len_.add_(1);
+    kernels::append_token(last.k_store, last.v_store, k, v, graph_len_, graph_done_);
     return;
   }
   if (k.sizes() != v.sizes() || k.size(1) != kv_heads_ || k.size(3) != head_dim_)
@@ -145,7 +144,7 @@ void LayerKVCache::append(const at::Tensor& k, const at::Tensor& v) {
 }
 
 bool LayerKVCache::graph_decode_possible() const {
-  if (blocks_.empty() || graph_pos_.defined()) return false;
+  if (blocks_.empty() || graph_len_.defined()) return false;
   const Block& last = blocks_.back();
   if (last.segment != Segment::Text || last.qk || last.qv || !last.k_store.defined() || !last.k.is_cuda()) return false;
   return decode_kernel_inputs(at::empty({batch_, kv_heads_, 1, head_dim_}, last.k.options()), 1.0).has_value();
@@ -155,12 +154,12 @@ void LayerKVCache::begin_graph_decode() {
   if (!graph_decode_possible())
     fail("KV cache: graph decoding needs CUDA, a reserved text buffer and a layout the decode kernel takes");
   const Block& last = blocks_.back();
-  graph_pos_ = at::full({1}, last.length, last.k.options().dtype(at::kLong));
   graph_len_ = at::full({1}, last.length, last.k.options().dtype(at::kInt));
+  graph_done_ = at::zeros({1}, last.k.options().dtype(at::kInt));
 }
 
 void LayerKVCache::advance_graph_decode(int64_t tokens) {
-  if (!graph_pos_.defined()) fail("KV cache: advance_graph_decode without begin_graph_decode");
+  if (!graph_len_.defined()) fail("KV cache: advance_graph_decode without begin_graph_decode");
   Block& last = blocks_.back();
   if (last.length + tokens > last.k_store.size(2))
     fail("KV cache: graph decoding ran past the reserved {} tokens", last.k_store.size(2));

@@ -143,9 +143,9 @@ class LayerKVCache {
   int64_t kv_heads_ = 0;
   int64_t head_dim_ = 0;
   int64_t reserved_ = 0;  // appended tokens to make room for when the text buffer is made
-  // Graph decoding: the text block's length on the device (int32 for the kernel, int64 for
-  // index_copy_); undefined otherwise.
-  at::Tensor graph_len_, graph_pos_;
+  // Graph decoding: the text block's length on the device (where append_token writes and the
+  // decode kernel reads) and append_token's block counter; undefined otherwise.
+  at::Tensor graph_len_, graph_done_;
 };
 
 }  // namespace calibq

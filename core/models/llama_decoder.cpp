@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <deque>
+#include <tuple>
 
 #include "core/models/attention.h"
 #include "core/util/error.h"
@@ -226,13 +227,21 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
 }
 }  // namespace
 
-at::Tensor LlamaDecoder::mlp(const DecoderLayerWeights& l, const at::Tensor& x, const at::Tensor& residual) const {
+at::Tensor LlamaDecoder::mlp(const DecoderLayerWeights& l, const at::Tensor& x) const {
   const at::Tensor gu = at::linear(x, l.gate_up);
   const int64_t inter = l.gate.size(0);
   // On CUDA one kernel for silu and the product.
   const at::Tensor gated =
       gu.is_cuda() ? kernels::silu_mul(gu) : at::silu(gu.narrow(-1, 0, inter)) * gu.narrow(-1, inter, inter);
-  return residual + at::linear(gated, l.down);
+  return at::linear(gated, l.down);
+}
+
+std::pair<at::Tensor, at::Tensor> LlamaDecoder::add_rms_norm(const at::Tensor& x, const at::Tensor& delta,
+                                                             const at::Tensor& w) const {
+  // On CUDA one kernel (the add's rounding, then the norm's); on the CPU the two ops as they were.
+  if (x.is_cuda()) return kernels::add_rms_norm(x, delta, w, config_.rms_norm_eps);
+  at::Tensor sum = x + delta;
+  return {sum, rms_norm(sum, w)};
 }
 
 at::Tensor LlamaDecoder::run_layers(const at::Tensor& embeds, const at::Tensor& positions, const Attend& attend) const {
@@ -240,7 +249,9 @@ at::Tensor LlamaDecoder::run_layers(const at::Tensor& embeds, const at::Tensor& 
   const int64_t nh = config_.num_attention_heads, nkv = config_.num_key_value_heads;
   auto [cos0, sin0] = rope(positions, embeds.scalar_type());
   PerDevice cos(cos0), sin(sin0);
-  at::Tensor x = embeds;
+  // The residual stream x and the last MLP's output `delta`, added by the next norm (each
+  // residual add is fused with the RMSNorm after it: add_rms_norm).
+  at::Tensor x = embeds, delta;
   for (size_t i = 0; i < w_.layers.size(); ++i) {
     const auto& l = w_.layers[i];
     // Split across GPUs: the hidden state follows the layer's weights; the guard makes the
@@ -248,19 +259,28 @@ at::Tensor LlamaDecoder::run_layers(const at::Tensor& embeds, const at::Tensor& 
     const at::Device dev = l.input_norm.device();
     const c10::DeviceGuard guard(dev);
     if (x.device() != dev) x = x.to(dev);
-    at::Tensor h = rms_norm(x, l.input_norm);
+    if (delta.defined() && delta.device() != dev) delta = delta.to(dev);
+    at::Tensor h;
+    if (delta.defined())
+      std::tie(x, h) = add_rms_norm(x, delta, l.input_norm);
+    else
+      h = rms_norm(x, l.input_norm);
     const at::Tensor qkv = linear(h, l.qkv, l.qkv_bias);
     at::Tensor q = qkv.narrow(-1, 0, nh * hd).view({b, t, nh, hd}).transpose(1, 2);
     at::Tensor k = qkv.narrow(-1, nh * hd, nkv * hd).view({b, t, nkv, hd}).transpose(1, 2);
     at::Tensor v = qkv.narrow(-1, (nh + nkv) * hd, nkv * hd).view({b, t, nkv, hd}).transpose(1, 2);
     q = apply_rope(q, cos.on(dev), sin.on(dev));
     k = apply_rope(k, cos.on(dev), sin.on(dev)).contiguous();
-    at::Tensor a = attend(i, q, k, v.contiguous()).transpose(1, 2).reshape({b, t, nh * hd});
-    x = x + linear(a, l.o, l.o_bias);
-    x = mlp(l, rms_norm(x, l.post_norm), x);
+    // v as a view of the projection: the decode append reads it strided (no copy kernel);
+    // prefill makes it contiguous.
+    at::Tensor a = attend(i, q, k, v).transpose(1, 2).reshape({b, t, nh * hd});
+    std::tie(x, h) = add_rms_norm(x, linear(a, l.o, l.o_bias), l.post_norm);
+    delta = mlp(l, h);
   }
   if (x.device() != w_.norm.device()) x = x.to(w_.norm.device());
-  return rms_norm(x, w_.norm);
+  if (!delta.defined()) return rms_norm(x, w_.norm);
+  if (delta.device() != w_.norm.device()) delta = delta.to(w_.norm.device());
+  return add_rms_norm(x, delta, w_.norm).second;
 }
 
 bool LlamaDecoder::spans_devices() const {
@@ -278,8 +298,9 @@ at::Tensor LlamaDecoder::prefill(const at::Tensor& embeds, const at::Tensor& pos
   const int64_t groups = config_.num_attention_heads / config_.num_key_value_heads;
   const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
   PerDevice masks(mask_on_first);
-  return run_layers(embeds, positions, [&](size_t i, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  return run_layers(embeds, positions, [&](size_t i, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v_view) {
     const at::Tensor& mask = masks.on(q.device());
+    const at::Tensor v = v_view.contiguous();
     if (observe) observe(i, q, k, v);
     // Prefill attends in full precision (the paper's setting); the cache quantizes after.
     at::Tensor kr = k.repeat_interleave(groups, 1), vr = v.repeat_interleave(groups, 1);

@@ -9,6 +9,7 @@
 
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/config/hf_config.h"
@@ -82,7 +83,10 @@ class LlamaDecoder {
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w) const;
   std::pair<at::Tensor, at::Tensor> rope(const at::Tensor& positions, at::ScalarType dtype) const;
   // residual + the SwiGLU MLP of x.
-  at::Tensor mlp(const DecoderLayerWeights& l, const at::Tensor& x, const at::Tensor& residual) const;
+  // The MLP's output (down(silu(gate) * up)), without the residual: the next norm adds it.
+  at::Tensor mlp(const DecoderLayerWeights& l, const at::Tensor& x) const;
+  // {x + delta, rms_norm(x + delta, w)}.
+  std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& w) const;
   // Every layer with `attend(layer, q, k, v)` ([B, heads, T, d], after RoPE) supplying the
   // attention output [B, heads, T, d]; returns the final-normed hidden states.
   using Attend = std::function<at::Tensor(size_t, const at::Tensor&, const at::Tensor&, const at::Tensor&)>;
