@@ -1,5 +1,6 @@
 // Plain-loop reference of the token append (kv_append.h): the specification the CUDA kernel is tested against.
 #include <cstring>
+#include <utility>
 
 #include "kernels/cuda_dispatch.h"
 #include "kernels/kv_append.h"

@@ -238,7 +238,9 @@ at::Tensor LlamaDecoder::mlp(const DecoderLayerWeights& l, const at::Tensor& x) 
 
 std::pair<at::Tensor, at::Tensor> LlamaDecoder::add_rms_norm(const at::Tensor& x, const at::Tensor& delta,
                                                              const at::Tensor& w) const {
-  // On CUDA one kernel (the add's rounding, then the norm's); on the CPU the two ops as they were.
+  // No delta before the first layer: the norm alone. On CUDA one kernel (the add's rounding,
+  // then the norm's); on the CPU the two ops as they were.
+  if (!delta.defined()) return {x, rms_norm(x, w)};
   if (x.is_cuda()) return kernels::add_rms_norm(x, delta, w, config_.rms_norm_eps);
   at::Tensor sum = x + delta;
   return {sum, rms_norm(sum, w)};
@@ -252,19 +254,19 @@ at::Tensor LlamaDecoder::run_layers(const at::Tensor& embeds, const at::Tensor& 
   // The residual stream x and the last MLP's output `delta`, added by the next norm (each
   // residual add is fused with the RMSNorm after it: add_rms_norm).
   at::Tensor x = embeds, delta;
+  const auto move_to = [&](const at::Device& dev) {
+    if (x.device() != dev) x = x.to(dev);
+    if (delta.defined() && delta.device() != dev) delta = delta.to(dev);
+  };
   for (size_t i = 0; i < w_.layers.size(); ++i) {
     const auto& l = w_.layers[i];
     // Split across GPUs: the hidden state follows the layer's weights; the guard makes the
     // layer's device current for calibq's own kernels (ATen's ops guard themselves).
     const at::Device dev = l.input_norm.device();
     const c10::DeviceGuard guard(dev);
-    if (x.device() != dev) x = x.to(dev);
-    if (delta.defined() && delta.device() != dev) delta = delta.to(dev);
+    move_to(dev);
     at::Tensor h;
-    if (delta.defined())
-      std::tie(x, h) = add_rms_norm(x, delta, l.input_norm);
-    else
-      h = rms_norm(x, l.input_norm);
+    std::tie(x, h) = add_rms_norm(x, delta, l.input_norm);
     const at::Tensor qkv = linear(h, l.qkv, l.qkv_bias);
     at::Tensor q = qkv.narrow(-1, 0, nh * hd).view({b, t, nh, hd}).transpose(1, 2);
     at::Tensor k = qkv.narrow(-1, nh * hd, nkv * hd).view({b, t, nkv, hd}).transpose(1, 2);
@@ -277,9 +279,7 @@ at::Tensor LlamaDecoder::run_layers(const at::Tensor& embeds, const at::Tensor& 
     std::tie(x, h) = add_rms_norm(x, linear(a, l.o, l.o_bias), l.post_norm);
     delta = mlp(l, h);
   }
-  if (x.device() != w_.norm.device()) x = x.to(w_.norm.device());
-  if (!delta.defined()) return rms_norm(x, w_.norm);
-  if (delta.device() != w_.norm.device()) delta = delta.to(w_.norm.device());
+  move_to(w_.norm.device());
   return add_rms_norm(x, delta, w_.norm).second;
 }
 

@@ -82,10 +82,10 @@ class LlamaDecoder {
  private:
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w) const;
   std::pair<at::Tensor, at::Tensor> rope(const at::Tensor& positions, at::ScalarType dtype) const;
-  // residual + the SwiGLU MLP of x.
   // The MLP's output (down(silu(gate) * up)), without the residual: the next norm adds it.
   at::Tensor mlp(const DecoderLayerWeights& l, const at::Tensor& x) const;
-  // {x + delta, rms_norm(x + delta, w)}.
+  // {x + delta, rms_norm(x + delta, w)}; with delta undefined (before the first layer's norm),
+  // {x, rms_norm(x, w)}.
   std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& delta, const at::Tensor& w) const;
   // Every layer with `attend(layer, q, k, v)` ([B, heads, T, d], after RoPE) supplying the
   // attention output [B, heads, T, d]; returns the final-normed hidden states.
