@@ -248,8 +248,11 @@ at::Tensor decode_attention(const DecodeAttentionInputs& in) {
                "decode_attention (16-bit segments)");
   else
     for (const auto& a : fulls) check_cuda(cuda::launch_full_segment(s, a, stream), "decode_attention (full segment)");
+  // The GQA kernel, last, ends the step where it takes the segment whole; else the merge does.
+  const bool packed_writes = p.length > 0 && cuda::packed_segment_writes_output(s, p);
+  if (packed_writes) p.out = out.data_ptr();
   if (p.length > 0) check_cuda(cuda::launch_packed_segment(s, p, stream), "decode_attention (packed segment)");
-  check_cuda(cuda::launch_merge(s, out.data_ptr(), stream), "decode_attention (merge)");
+  if (!packed_writes) check_cuda(cuda::launch_merge(s, out.data_ptr(), stream), "decode_attention (merge)");
   return out;
 #else
   fail_no_cuda("decode_attention");

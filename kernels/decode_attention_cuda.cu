@@ -241,6 +241,53 @@ __device__ void write_value_partials(const DecodeShape& s, const PackedSegmentAr
   if (threadIdx.x < G) write_partial(s, bh, threadIdx.x, split_index, row_max[threadIdx.x], row_sum[threadIdx.x]);
 }
 
+// Element i of the output [B, Hq, D] in the query's dtype.
+__device__ __forceinline__ void store_output(void* out, KVType type, int64_t i, float v) {
+  switch (type) {
+    case KVType::F32: static_cast<float*>(out)[i] = v; break;
+    case KVType::F16: static_cast<__half*>(out)[i] = from_float<__half>(v); break;
+    case KVType::BF16: static_cast<__nv_bfloat16*>(out)[i] = from_float<__nv_bfloat16>(v); break;
+  }
+}
+
+// A block that holds the packed segment whole ends the step itself: its rows' output from its
+// own partial (as write_value_partials would write it) and the split slots that the kernels
+// launched before it wrote, combined as merge_kernel combines them (maxima, weights exp(m_t - M),
+// sums over the slots in order). weights: G (S + 1) floats of shared memory, S = total splits.
+template <int G>
+__device__ __forceinline__ void write_merged_output(const DecodeShape& s, const PackedSegmentArgs& a, int bh, int own, const float* sums,
+                                    const float* vs, const float* vz, const float* delta, const float* row_max,
+                                    const float* row_sum, float* weights) {
+  const int D = s.head_dim, S = s.total_splits;
+  float* row_l = weights + G * S;
+  if (static_cast<int>(threadIdx.x) < G) {
+    const int g = threadIdx.x;
+    const float* ml = s.part_ml + (static_cast<int64_t>(bh) * s.groups + g) * S * 2;
+    float m = -INFINITY;
+    for (int t = 0; t < S; ++t) m = fmaxf(m, t == own ? row_max[g] : ml[t * 2]);
+    float l = 0.f;
+    for (int t = 0; t < S; ++t) {
+      const float mt = t == own ? row_max[g] : ml[t * 2], lt = t == own ? row_sum[g] : ml[t * 2 + 1];
+      const float w = mt == -INFINITY ? 0.f : expf(mt - m);
+      weights[g * S + t] = w;
+      l += w * lt;
+    }
+    row_l[g] = l;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    const int g = i / D, d = i % D;
+    const float mine = a.v_token_axis ? sums[i] + delta[g] : vs[d] * (sums[i] - vz[d] * row_sum[g]);
+    const float* po = partial_out(s, bh, g, 0) + d;  // slot t at po[t * D]
+    float acc = 0.f;
+    for (int t = 0; t < S; ++t) {
+      const float w = weights[g * S + t];
+      if (w != 0.f) acc += w * (t == own ? mine : po[static_cast<int64_t>(t) * D]);
+    }
+    store_output(a.out, s.q_type, (static_cast<int64_t>(bh) * G + g) * D + d, acc / row_l[g]);
+  }
+}
+
 // ---------------------------------------------------------------- full-precision segments
 
 // Which elements of a row of D a lane holds: with `vec` (D a multiple of 32, rows aligned),
@@ -969,6 +1016,31 @@ __device__ __forceinline__ void store_q_planes(float qv, float lo, float step, b
   }
 }
 
+// q' in balanced ternary for the GQA kernel's scores: v = rint(q' / step), |v| <= kTritMax
+// (step = max |q'| / kTritMax over the head: ~15.85 bits over q's symmetric range, where the
+// 15-bit planes spanned [lo, hi]), written as v = sum_j 3^j t_j, t_j in {-1, 0, 1}: the digits
+// d_j of v + kTritMax in base 3, t_j = d_j - 1. Bit-plane words of the warp's 32 channels:
+// x_j (t_j = 1) at plane0[2 j * stride], y_j (t_j = -1) at plane0[(2 j + 1) * stride]. Returns
+// the lane's sum_j 3^j [t_j = -1]: summed over the channels, it is the offset that the scores'
+// complement form adds (packed_b1_mma_kernel, phase 3).
+constexpr int kTrits = 10;
+constexpr int kTritMax = 29524;  // (3^10 - 1) / 2
+__device__ __forceinline__ int store_q_trits(float qv, float step, int lane, uint32_t* plane0, int stride) {
+  int n = step > 0.f ? max(-kTritMax, min(kTritMax, __float2int_rn(qv / step))) + kTritMax : kTritMax;
+  int neg = 0, weight = 1;
+#pragma unroll
+  for (int j = 0; j < kTrits; ++j) {
+    const int d = n % 3;
+    n /= 3;
+    const uint32_t x = __ballot_sync(0xffffffffu, d == 2), y = __ballot_sync(0xffffffffu, d == 0);
+    if (lane == 2 * j) plane0[2 * j * stride] = x;
+    if (lane == 2 * j + 1) plane0[(2 * j + 1) * stride] = y;
+    if (d == 0) neg += weight;
+    weight *= 3;
+  }
+  return neg;
+}
+
 __device__ __forceinline__ void mma_b1_k128(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t b0) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("mma.sync.aligned.m16n8k128.row.col.s32.b1.b1.s32.and.popc {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
@@ -1292,16 +1364,19 @@ __global__ void __launch_bounds__(kB1Threads, 8) packed_b1_kernel(DecodeShape s,
 // The path for GQA and large batches (G > 1, head_dim 32, 64 or 128): one block per
 // (sequence, KV head) and split, the G query heads against one pass over the codes, all of it
 // on mma .b1 (AND + popcount, int32 sums) with the codes as stored:
-//   scores: A = K rows (16 tokens x 128 bits), B = bit planes of q' in 15-bit fixed point and
-//           an all-ones row, 8 columns of (head, plane) per mma; a lane combines one head's 16
-//           plane sums of its two tokens by shift-adds (phase 3);
+//   scores: A = K rows and their complement (16 tokens x [k | ~k], 256 bits), B = q' in
+//           balanced ternary (an x and a y plane per trit), 8 columns of (head, trit) per mma;
+//           a lane combines one head's 10 trit sums of its two tokens by multiply-adds (phase 3);
 //   values: A = bit planes of p' in 16-bit fixed point (16 planes x 256 tokens), B = the
 //           token-major value words (256 tokens x 8 channels) (phase 6).
 // Fragment layouts are PTX's for mma .b1: lane (g = lane / 4, t = lane % 4) holds A words
 // (row g [+8], k 32 t [+128]), B words (k 32 t [+128], column g) and C (row g [+8], column 2t [+1]).
 // (Until 3e1f500 the values, and until the commit after it the scores, ran on the bf16 tensor
 // cores with each code expanded to a bf16 by an AND: the floor of that form was an instruction
-// per two codes, and the expansion alone was a quarter of the block's instructions.)
+// per two codes, and the expansion alone was a quarter of the block's instructions. Until
+// 2026-12-07 the scores took q' as 15 bit planes and an all-ones row on mma.m16n8k128.)
+// A block that holds its segment whole (one split) also merges the other segments' splits
+// and writes the output (write_merged_output): no merge launch after it.
 
 // The values' fixed point: p' ~ vstep * u with u < 2^16 (planes 0-15). One level below 65535
 // of headroom: p = exp2(...) of the row's largest score may round a hair above 1.
@@ -1347,7 +1422,7 @@ struct BitTranspose {
 
 constexpr int kMmaThreads = 256;  // 8 warps: for head_dim 128, a 16-channel value tile each
 
-// head_dim 32, 64 or 128: a K row within one m16n8k128, whole 16-channel value tiles.
+// head_dim 32, 64 or 128: a K row within one mma's 128 k-bits, whole 16-channel value tiles.
 __host__ __device__ inline bool mma_shape(const DecodeShape& s) {
   return s.head_dim == 32 || s.head_dim == 64 || s.head_dim == 128;
 }
@@ -1390,8 +1465,8 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
   float* red = smem;                  // [G][D] the value sums (phase 6)
   float* words = red + G * D;         // [Wc][WS]: the q planes (phase 1), then a word's scores, then its p planes
   float* scratch = words + Wc * WS;   // 32
-  float* qlo = scratch + 32;
-  float* qstep = qlo + G;
+  float* qoff = scratch + 32;
+  float* qstep = qoff + G;
   float* cst = qstep + G;
   float* row_max = cst + G;
   float* row_sum = row_max + G;
@@ -1411,44 +1486,45 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
   };
   prefetch_l2(Kb, (len * KW + 31) / 32);
 
-  // 1. q' (q times the channel-axis key scales), its range and per-row constant, and q' in
-  //    15-bit fixed point, u = rint((q' - lo) / step): bit planes 0-14 and the all-ones row
-  //    (plane 15, weight lo), a word per 32 channels, in the word area (no scores yet). A warp
-  //    per head with warp shuffles only: the block reductions they replace (three per head)
-  //    had the block waiting at 24 barriers (Nsight: a third of the kernel's stall samples).
+  // 1. q' (q times the channel-axis key scales), its per-row constant, and q' in balanced
+  //    ternary (store_q_trits): ten x and ten y planes, a word per 32 channels, in the word
+  //    area (no scores yet). A warp per head with warp shuffles only: the block reductions they
+  //    replace (three per head) had the block waiting at 24 barriers (Nsight: a third of the
+  //    kernel's stall samples).
   static_assert(G <= kMmaThreads / 32, "a warp per query head");
   const float* ks = a.k_scale + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
   const float* kz = a.k_zero + (a.k_token_axis ? static_cast<int64_t>(bh) * N : static_cast<int64_t>(bh) * D);
-  uint32_t* qplanes = reinterpret_cast<uint32_t*>(words);  // [G][16][KW]
+  constexpr int kPlanes = 2 * kTrits;
+  uint32_t* qplanes = reinterpret_cast<uint32_t*>(words);  // [G][kPlanes][KW]
   if (warp < G) {
     const int g = warp;
     const QRow q = q_row(s, static_cast<int64_t>(bh) * G * D);
     constexpr int kMaxWords = 4;  // head_dim <= 128
     float x[kMaxWords];
-    float lo = INFINITY, hi = -INFINITY, c = 0.f;
+    float amax = 0.f, c = 0.f;
 #pragma unroll
     for (int w = 0; w < kMaxWords; ++w) {
       if (w >= KW) break;
       const int d = 32 * w + lane;
       const float v = a.k_token_axis ? q[g * D + d] : q[g * D + d] * ks[d];
       x[w] = v;
-      lo = fminf(lo, v);
-      hi = fmaxf(hi, v);
+      amax = fmaxf(amax, fabsf(v));
       c += a.k_token_axis ? v : -v * kz[d];
     }
-    lo = warp_reduce(lo, Min{});
-    hi = warp_reduce(hi, Max{});
+    amax = warp_reduce(amax, Max{});
     c = warp_reduce(c, Sum{});
-    const float step = (hi - lo) / 32767.f;
-    if (lane == 0) {
-      qlo[g] = lo;
-      qstep[g] = step;
-      cst[g] = c;
-    }
+    const float step = amax / static_cast<float>(kTritMax);
+    int neg = 0;
 #pragma unroll
     for (int w = 0; w < kMaxWords; ++w) {
       if (w >= KW) break;
-      store_q_planes(x[w], lo, step, true, lane, qplanes + g * 16 * KW + w, KW);
+      neg += store_q_trits(x[w], step, lane, qplanes + g * kPlanes * KW + w, KW);
+    }
+    const float ysum = warp_reduce(static_cast<float>(neg), Sum{});  // exact: below 128 * kTritMax < 2^24
+    if (lane == 0) {
+      qoff[g] = -step * ysum;
+      qstep[g] = step;
+      cst[g] = c;
     }
   }
   // The split's largest token-axis value scale (p' = p s_n <= it bounds the values' fixed
@@ -1463,29 +1539,34 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
   }
   __syncthreads();
   // 2. The lane's B fragments in registers. In mma j of a head set, column c is head
-  //    c / 2 + 4 set, plane 2 j + c % 2: the lane of tq then holds all 16 plane sums of head
-  //    tq + 4 set (its C columns 2 tq, 2 tq + 1) and combines them without shuffles.
-  constexpr int kSets = (G + 3) / 4;
-  uint32_t qb[kSets][8];
-  float head_step[kSets], head_lo[kSets], head_cst[kSets];
+  //    c / 2 + 4 set, trit 2 j + c % 2 (its x plane in the first 128 rows of k, its y plane in
+  //    the second): the lane of tq then holds all ten trit sums of head tq + 4 set (its C
+  //    columns 2 tq, 2 tq + 1) and combines them without shuffles.
+  constexpr int kSets = (G + 3) / 4, kMmas = kTrits / 2;
+  uint32_t qb[kSets][kMmas][2];
+  float head_step[kSets], head_off[kSets], head_cst[kSets];
 #pragma unroll
   for (int set = 0; set < kSets; ++set) {
     const int col_head = gq / 2 + 4 * set, head = tq + 4 * set;
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
-      qb[set][j] = col_head < G && tq < KW ? qplanes[(col_head * 16 + 2 * j + (gq & 1)) * KW + tq] : 0u;
+    for (int j = 0; j < kMmas; ++j)
+#pragma unroll
+      for (int xy = 0; xy < 2; ++xy)
+        qb[set][j][xy] = col_head < G && tq < KW ? qplanes[(col_head * kPlanes + 2 * (2 * j + (gq & 1)) + xy) * KW + tq] : 0u;
     head_step[set] = head < G ? qstep[head] : 0.f;
-    head_lo[set] = head < G ? qlo[head] : 0.f;
+    head_off[set] = head < G ? qoff[head] : 0.f;
     head_cst[set] = head < G ? cst[head] : 0.f;
   }
   __syncthreads();  // the planes are in registers: scores may overwrite the word area
 
-  // 3. Scores on the binary tensor cores: a 16-token unit per warp and round, A = K rows as
-  //    stored (rows gq and gq + 8: tokens; lane tq: the row's word tq), B = the q planes
-  //    (mma.m16n8k128 .b1 AND + popcount). A score is step * sum_b 2^b popc(plane_b & k) +
-  //    lo * popc(k): 14 shift-adds per token and head, where the bf16 path expanded every code
-  //    (an AND per two codes, and four 16-byte row loads per lane and unit; Nsight's SASS had
-  //    it at 24.6k of the block's 48.9k warp instructions).
+  // 3. Scores on the binary tensor cores: a 16-token unit per warp and round. A = the K rows
+  //    as stored (rows gq and gq + 8: tokens; lane tq: the row's word tq) and their complement,
+  //    [k | ~k] (256 bits), B = [x_j | y_j], so that mma.m16n8k256 .b1 (AND + popcount) gives
+  //      popc(x_j & k) + popc(y_j & ~k) = sum_d t_jd k_d + popc(y_j)
+  //    (t = x - y; popc(y_j & ~k) = popc(y_j) - popc(y_j & k)): a signed trit sum with no
+  //    ones row, its constant sum_j 3^j popc(y_j) folded into the head's offset. A score is
+  //    step * sum_j 3^j (trit sum j) + offset: nine multiply-adds per token and head for five
+  //    mmas, where the 15-bit planes took eight mmas, fourteen shift-adds and a ones row.
   float rlo[kSets], rhi[kSets];
 #pragma unroll
   for (int set = 0; set < kSets; ++set) {
@@ -1522,28 +1603,29 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
     k0[1] = k1[1];
     load_unit(k1, u + 2 * warps);
     float* unit_scores = words + (u >> 1) * WS;
+    const bool whole = u * 16 + 16 <= len;  // no per-token test (all units but a short last one)
+    const uint32_t af[4] = {a0, a1, ~a0, ~a1};
 #pragma unroll
     for (int set = 0; set < kSets; ++set) {
-      // Planes 15 (all ones) and 14 first, then 13..0 by shift-adds (popcounts <= D: exact).
+      // Trits 9 and 8 first, then 7..0 by multiply-adds (|sums| < 2^23: exact in int32 and as float).
       int c[4] = {0, 0, 0, 0};
-      mma_b1_k128(c, a0, a1, qb[set][7]);
-      const int ones0 = c[1], ones1 = c[3];
-      int sum0 = c[0], sum1 = c[2];
+      mma_b1_k256(c, af, qb[set][kMmas - 1][0], qb[set][kMmas - 1][1]);
+      int sum0 = 3 * c[1] + c[0], sum1 = 3 * c[3] + c[2];
 #pragma unroll
-      for (int j = 6; j >= 0; --j) {
+      for (int j = kMmas - 2; j >= 0; --j) {
         int p[4] = {0, 0, 0, 0};
-        mma_b1_k128(p, a0, a1, qb[set][j]);
-        sum0 = 4 * sum0 + 2 * p[1] + p[0];
-        sum1 = 4 * sum1 + 2 * p[3] + p[2];
+        mma_b1_k256(p, af, qb[set][j][0], qb[set][j][1]);
+        sum0 = 9 * sum0 + 3 * p[1] + p[0];
+        sum1 = 9 * sum1 + 3 * p[3] + p[2];
       }
       const int head = tq + 4 * set;
       if (head < G) {
-        const float dots[2] = {fmaf(head_step[set], static_cast<float>(sum0), head_lo[set] * static_cast<float>(ones0)),
-                               fmaf(head_step[set], static_cast<float>(sum1), head_lo[set] * static_cast<float>(ones1))};
+        const float dots[2] = {fmaf(head_step[set], static_cast<float>(sum0), head_off[set]),
+                               fmaf(head_step[set], static_cast<float>(sum1), head_off[set])};
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
           const int t = u * 16 + gq + 8 * r;
-          if (t < len) {
+          if (whole || t < len) {
             const float v = key_score(a, ks, kz, n0 + t, dots[r], head_cst[set]);
             unit_scores[slot[set][r]] = v;
             rlo[set] = fminf(rlo[set], v);
@@ -1767,8 +1849,11 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
   }
   __syncthreads();
 
-  // 7. Scale and zero-point after the sums.
-  write_value_partials<G>(s, a, bh, a.split_offset + split, red, vs, vz, delta, row_max, row_sum);
+  // 7. Scale and zero-point after the sums; with a.out, the merge with the other segments too.
+  if (a.out != nullptr)
+    write_merged_output<G>(s, a, bh, a.split_offset + split, red, vs, vz, delta, row_max, row_sum, scratch);
+  else
+    write_value_partials<G>(s, a, bh, a.split_offset + split, red, vs, vz, delta, row_max, row_sum);
 }
 
 __global__ void token_words_kernel(const uint8_t* __restrict__ packed, uint32_t* __restrict__ words, int64_t rows,
@@ -1828,12 +1913,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(DecodeShape s, voi
 #pragma unroll 4
     for (int t = 0; t < S; ++t)
       if (weight[t] != 0.f) acc += weight[t] * po[static_cast<int64_t>(t) * s.head_dim + d];
-    const int64_t i = row * s.head_dim + d;
-    switch (s.q_type) {
-      case KVType::F32: static_cast<float*>(out)[i] = acc / l; break;
-      case KVType::F16: static_cast<__half*>(out)[i] = from_float<__half>(acc / l); break;
-      case KVType::BF16: static_cast<__nv_bfloat16*>(out)[i] = from_float<__nv_bfloat16>(acc / l); break;
-    }
+    store_output(out, s.q_type, row * s.head_dim + d, acc / l);
   }
 }
 
@@ -2056,6 +2136,17 @@ static bool b1_path(const DecodeShape& s, const PackedSegmentArgs& a) {
 static bool mma_preferred() {
   static const bool planes = env_equals("CALIBQ_B1_KERNEL", "planes");
   return !planes;
+}
+
+// CALIBQ_FUSED_MERGE=0 keeps the merge launch after the GQA kernel (for side-by-side measurements).
+static bool fused_merge_allowed() {
+  static const bool off = env_equals("CALIBQ_FUSED_MERGE", "0");
+  return !off;
+}
+
+bool packed_segment_writes_output(const DecodeShape& s, const PackedSegmentArgs& a) {
+  return a.length > 0 && b1_path(s, a) && s.groups > 1 && mma_shape(s) && mma_preferred() && a.splits == 1 &&
+         s.groups * (s.total_splits + 1) <= 32 && fused_merge_allowed();
 }
 
 cudaError_t launch_packed_segment(const DecodeShape& s, const PackedSegmentArgs& a, cudaStream_t stream) {

@@ -62,6 +62,10 @@ struct PackedSegmentArgs {
   // channel d is the code of token 32 w + i), or null. With them (and head_dim a multiple
   // of 32), both matmuls run on the binary tensor cores.
   const uint32_t* v_token_words = nullptr;
+  // [B, Hq, D] of q_type, or null. Where packed_segment_writes_output holds, the GQA kernel,
+  // launched after the other segments' kernels, merges their split slots with its own and
+  // writes the step's output: no merge launch (its partial never goes through memory).
+  void* out = nullptr;
 };
 
 // The dynamic shared memory the packed-segment kernel needs for `chunk` tokens per split.
@@ -78,6 +82,9 @@ int full_segments_flash_blocks_per_sm(int head_dim);
 cudaError_t launch_full_segments_flash(const DecodeShape& s, const FullSegmentArgs* a, int count, int splits,
                                        int split_offset, cudaStream_t stream);
 cudaError_t launch_packed_segment(const DecodeShape& s, const PackedSegmentArgs& a, cudaStream_t stream);
+// Whether launch_packed_segment can write the output itself (a.out): the GQA 1-bit kernel
+// holding the segment in one split, with s.total_splits (set) few enough for its scratch.
+bool packed_segment_writes_output(const DecodeShape& s, const PackedSegmentArgs& a);
 // packed [rows, N, D/8] 1-bit codes -> words [rows, ceil(N/32), D] (bit i of word (w, d) = code of token 32w + i, channel d).
 cudaError_t launch_token_words(const uint8_t* packed, uint32_t* words, int64_t rows, int64_t n, int d, cudaStream_t stream);
 // out: [B, Hq, D] of q_type.
