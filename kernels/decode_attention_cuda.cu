@@ -1018,7 +1018,10 @@ __device__ __forceinline__ void store_q_planes(float qv, float lo, float step, b
 
 // q' in balanced ternary for the GQA kernel's scores: v = rint(q' / step), |v| <= kTritMax
 // (step = max |q'| / kTritMax over the head: ~15.85 bits over q's symmetric range, where the
-// 15-bit planes spanned [lo, hi]), written as v = sum_j 3^j t_j, t_j in {-1, 0, 1}: the digits
+// 15-bit planes spanned [lo, hi] in steps of (hi - lo) / 32767. Whenever a head's q' has both
+// signs, max |q'| <= hi - lo and the step is at most 1.11 times the old one (half of it for a
+// range symmetric about 0); only a head whose q' all share one sign, far from 0, gets coarser),
+// written as v = sum_j 3^j t_j, t_j in {-1, 0, 1}: the digits
 // d_j of v + kTritMax in base 3, t_j = d_j - 1. Bit-plane words of the warp's 32 channels:
 // x_j (t_j = 1) at plane0[2 j * stride], y_j (t_j = -1) at plane0[(2 j + 1) * stride]. Returns
 // the lane's sum_j 3^j [t_j = -1]: summed over the channels, it is the offset that the scores'
