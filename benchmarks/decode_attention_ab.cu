@@ -11,10 +11,20 @@
 #include KERNEL_CU
 #include <cstdio>
 #include <cstring>
+#include <type_traits>
 #include <cmath>
 #include <cstdlib>
 #include <vector>
 using namespace calibq::kernels::cuda;
+// Revisions with per-batch strides of the 16-bit segments get them set; older ones have none.
+template <typename A, typename = void>
+struct HasBatchStride : std::false_type {};
+template <typename A>
+struct HasBatchStride<A, std::void_t<decltype(A::k_batch_stride)>> : std::true_type {};
+template <typename A>
+void set_batch_stride(A& a, int64_t stride) {
+  if constexpr (HasBatchStride<A>::value) a.k_batch_stride = a.v_batch_stride = stride;
+}
 #define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { std::printf("%s: %s\n", #x, cudaGetErrorString(e)); return 1; } } while (0)
 static uint16_t bf16(float f) { uint32_t u; std::memcpy(&u, &f, 4); return static_cast<uint16_t>((u + 0x7fff + ((u >> 16) & 1)) >> 16); }
 template <typename T> T* upload(const std::vector<T>& h) { T* d; cudaMalloc(&d, h.size() * sizeof(T)); cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice); return d; }
@@ -74,6 +84,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 2; ++i) {
     f[i].k = upload(*fk[i]); f[i].v = upload(*fv[i]); f[i].k_head_stride = f[i].v_head_stride = int64_t(fl[i]) * D;
     f[i].type = KVType::BF16; f[i].length = fl[i];
+    set_batch_stride(f[i], int64_t(H) * fl[i] * D);
   }
   PackedSegmentArgs p;
   p.k_packed = upload(kp); p.v_packed = upload(vp); p.k_scale = upload(ks); p.k_zero = upload(kz); p.v_scale = upload(vs); p.v_zero = upload(vz);
