@@ -249,7 +249,7 @@ at::Tensor decode_attention(const DecodeAttentionInputs& in) {
   else
     for (const auto& a : fulls) check_cuda(cuda::launch_full_segment(s, a, stream), "decode_attention (full segment)");
   // The GQA kernel, last, ends the step where it takes the segment whole; else the merge does.
-  const bool packed_writes = p.length > 0 && cuda::packed_segment_writes_output(s, p);
+  const bool packed_writes = cuda::packed_segment_writes_output(s, p);
   if (packed_writes) p.out = out.data_ptr();
   if (p.length > 0) check_cuda(cuda::launch_packed_segment(s, p, stream), "decode_attention (packed segment)");
   if (!packed_writes) check_cuda(cuda::launch_merge(s, out.data_ptr(), stream), "decode_attention (merge)");

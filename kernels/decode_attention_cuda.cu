@@ -227,8 +227,14 @@ __device__ void fold_token_value_scales(float* sc, int64_t chunk, int len, int64
   __syncthreads();
 }
 
-// A packed split's partial output from its code sums Σ p' c ([G][D] in shared memory):
-// s_d (Σ p c - z_d Σ p) for per-channel value scales, Σ p' c - Σ p s z for per-token ones.
+// A packed split's partial output element i = (g, d) from its code sums Σ p' c ([G][D] in
+// shared memory): s_d (Σ p c - z_d Σ p) for per-channel value scales, Σ p' c - Σ p s z for
+// per-token ones.
+__device__ __forceinline__ float value_partial(const PackedSegmentArgs& a, const float* sums, const float* vs, const float* vz,
+                                               const float* delta, const float* row_sum, int i, int g, int d) {
+  return a.v_token_axis ? sums[i] + delta[g] : vs[d] * (sums[i] - vz[d] * row_sum[g]);
+}
+
 template <int G>
 __device__ void write_value_partials(const DecodeShape& s, const PackedSegmentArgs& a, int bh, int split_index,
                                      const float* sums, const float* vs, const float* vz, const float* delta,
@@ -236,7 +242,7 @@ __device__ void write_value_partials(const DecodeShape& s, const PackedSegmentAr
   const int D = s.head_dim;
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     const int g = i / D, d = i % D;
-    partial_out(s, bh, g, split_index)[d] = a.v_token_axis ? sums[i] + delta[g] : vs[d] * (sums[i] - vz[d] * row_sum[g]);
+    partial_out(s, bh, g, split_index)[d] = value_partial(a, sums, vs, vz, delta, row_sum, i, g, d);
   }
   if (threadIdx.x < G) write_partial(s, bh, threadIdx.x, split_index, row_max[threadIdx.x], row_sum[threadIdx.x]);
 }
@@ -251,7 +257,7 @@ __device__ __forceinline__ void store_output(void* out, KVType type, int64_t i, 
 }
 
 // A block that holds the packed segment whole ends the step itself: its rows' output from its
-// own partial (as write_value_partials would write it) and the split slots that the kernels
+// own partial (value_partial, as write_value_partials writes it) and the split slots that the kernels
 // launched before it wrote, combined as merge_kernel combines them (maxima, weights exp(m_t - M),
 // sums over the slots in order). weights: G (S + 1) floats of shared memory, S = total splits.
 template <int G>
@@ -277,7 +283,7 @@ __device__ __forceinline__ void write_merged_output(const DecodeShape& s, const 
   __syncthreads();
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     const int g = i / D, d = i % D;
-    const float mine = a.v_token_axis ? sums[i] + delta[g] : vs[d] * (sums[i] - vz[d] * row_sum[g]);
+    const float mine = value_partial(a, sums, vs, vz, delta, row_sum, i, g, d);
     const float* po = partial_out(s, bh, g, 0) + d;  // slot t at po[t * D]
     float acc = 0.f;
     for (int t = 0; t < S; ++t) {
@@ -2147,16 +2153,21 @@ static bool fused_merge_allowed() {
   return !off;
 }
 
+// Whether launch_packed_segment takes the 1-bit GQA kernel (the one that can write the output).
+// Without GQA the bit-plane kernel is faster (the GQA kernel's score columns hold four heads'
+// planes: with one head, three quarters of them would idle).
+static bool gqa_kernel_takes(const DecodeShape& s, const PackedSegmentArgs& a) {
+  return b1_path(s, a) && s.groups > 1 && mma_shape(s) && mma_preferred();
+}
+
 bool packed_segment_writes_output(const DecodeShape& s, const PackedSegmentArgs& a) {
-  return a.length > 0 && b1_path(s, a) && s.groups > 1 && mma_shape(s) && mma_preferred() && a.splits == 1 &&
-         s.groups * (s.total_splits + 1) <= 32 && fused_merge_allowed();
+  return a.length > 0 && gqa_kernel_takes(s, a) && a.splits == 1 && s.groups * (s.total_splits + 1) <= 32 &&
+         fused_merge_allowed();
 }
 
 cudaError_t launch_packed_segment(const DecodeShape& s, const PackedSegmentArgs& a, cudaStream_t stream) {
   if (a.length == 0) return cudaSuccess;
-  // Without GQA the bit-plane kernel is faster (the GQA kernel's score columns hold four
-  // heads' planes: with one head, three quarters of them would idle).
-  if (b1_path(s, a) && s.groups > 1 && mma_shape(s) && mma_preferred())
+  if (gqa_kernel_takes(s, a))
     return with_groups(s.groups, [&](auto g) { return launch_b1_typed<decltype(g)::value, true>(s, a, stream); });
   if (b1_path(s, a))
     return with_groups(s.groups, [&](auto g) { return launch_b1_typed<decltype(g)::value, false>(s, a, stream); });

@@ -1,7 +1,5 @@
 // CUDA kernel of the RoPE op (rope.h; rope_cpu.cpp is the specification): a warp per row (b, h, t),
 // the rounding of the three-op form (x * cos rounded to the dtype, then addcmul's float sum).
-#include <algorithm>
-
 #include "kernels/cuda_convert.cuh"
 #include "kernels/rope_cuda.h"
 
