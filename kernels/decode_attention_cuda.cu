@@ -1583,37 +1583,38 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
     rhi[set] = -INFINITY;
   }
   // A warp's units are all warp (mod 8): the same half of their words, so the lane's slots
-  // (head tq + 4 set, tokens gq and gq + 8) are constants.
+  // (head tq + 4 set, tokens gq and gq + 8) are constants within a word's region, and the
+  // regions of its units are 4 WS floats apart. Everything the loop addresses goes through
+  // running pointers stepped by a constant per round (the SASS of the indexed form rebuilt
+  // the K words' 64-bit addresses and the slots from lane bits every round: ~26 of its 97
+  // instructions per unit).
   static_assert(kMmaThreads / 32 % 2 == 0, "a warp's units keep their half of a word");
-  int slot[kSets][2];
+  float* slot0[kSets];
+  int slot_d1[kSets];  // token gq + 8's slot less token gq's: +-8 (the head swizzle flips bit 3)
 #pragma unroll
-  for (int set = 0; set < kSets; ++set)
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int head = tq + 4 * set;
-      slot[set][r] = head * 32 + ((16 * (warp & 1) + gq + 8 * r) ^ score_head_swizzle(head));
-    }
+  for (int set = 0; set < kSets; ++set) {
+    const int head = tq + 4 * set;
+    const int s0 = head * 32 + ((16 * (warp & 1) + gq) ^ score_head_swizzle(head));
+    const int s1 = head * 32 + ((16 * (warp & 1) + gq + 8) ^ score_head_swizzle(head));
+    slot0[set] = words + (warp >> 1) * WS + s0;
+    slot_d1[set] = s1 - s0;
+  }
   const bool word_ok = tq < KW;
-  const uint32_t* kl = Kb + gq * KW + tq;  // row gq of unit 0, word tq
-  auto load_unit = [&](uint32_t (&k)[2], int u) {
+  // Row gq of the warp's first unit, word tq; a round steps `warps` units.
+  const uint32_t* kp = Kb + (warp * 16 + gq) * KW + tq;
+  const int kstep = warps * 16 * KW;
+  int trow = warp * 16 + gq;  // the token of row gq in this round's unit
+  // The rows of the unit two rounds ahead into k (two registers).
+  auto load_ahead = [&](uint32_t (&k)[2]) {
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int t = u * 16 + gq + 8 * r;
-      k[r] = word_ok && t < len ? __ldg(kl + (u * 16 + 8 * r) * KW) : 0u;
-    }
+    for (int r = 0; r < 2; ++r)
+      k[r] = word_ok && trow + 2 * warps * 16 + 8 * r < len ? __ldg(kp + 2 * kstep + 8 * r * KW) : 0u;
   };
-  // Rows loaded two units ahead (two registers each).
-  uint32_t k0[2], k1[2];
-  load_unit(k0, warp);
-  load_unit(k1, warp + warps);
-  for (int u = warp; u * 16 < len; u += warps) {
-    const uint32_t a0 = k0[0], a1 = k0[1];
-    k0[0] = k1[0];
-    k0[1] = k1[1];
-    load_unit(k1, u + 2 * warps);
-    float* unit_scores = words + (u >> 1) * WS;
-    const bool whole = u * 16 + 16 <= len;  // no per-token test (all units but a short last one)
-    const uint32_t af[4] = {a0, a1, ~a0, ~a1};
+  // One round: the unit's scores from k, then k refilled two rounds ahead.
+  auto round = [&](uint32_t (&k)[2]) {
+    const uint32_t af[4] = {k[0], k[1], ~k[0], ~k[1]};
+    load_ahead(k);
+    const bool whole = trow - gq + 16 <= len;  // no per-token test (all units but a short last one)
 #pragma unroll
     for (int set = 0; set < kSets; ++set) {
       // Trits 9 and 8 first, then 7..0 by multiply-adds (|sums| < 2^23: exact in int32 and as float).
@@ -1633,16 +1634,31 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) packed_b1_mma_kernel(
                                fmaf(head_step[set], static_cast<float>(sum1), head_off[set])};
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          const int t = u * 16 + gq + 8 * r;
+          const int t = trow + 8 * r;
           if (whole || t < len) {
             const float v = key_score(a, ks, kz, n0 + t, dots[r], head_cst[set]);
-            unit_scores[slot[set][r]] = v;
+            slot0[set][r == 0 ? 0 : slot_d1[set]] = v;
             rlo[set] = fminf(rlo[set], v);
             rhi[set] = fmaxf(rhi[set], v);
           }
         }
       }
+      slot0[set] += 4 * WS;
     }
+    kp += kstep;
+    trow += warps * 16;
+  };
+  // Rows loaded two units ahead: k0 holds this round's, k1 the next one's.
+  uint32_t k0[2], k1[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    k0[r] = word_ok && trow + 8 * r < len ? __ldg(kp + 8 * r * KW) : 0u;
+    k1[r] = word_ok && trow + warps * 16 + 8 * r < len ? __ldg(kp + kstep + 8 * r * KW) : 0u;
+  }
+  while (trow - gq < len) {
+    round(k0);
+    if (trow - gq >= len) break;
+    round(k1);
   }
   // 4. The split's score range per head: over the 8 lanes of each tq, then over the warps.
   float* wrange = delta + G;  // [warps][G][2]
