@@ -152,17 +152,18 @@ at::Tensor decode_attention(const DecodeAttentionInputs& in) {
     cuda::FullSegmentArgs a;
     a.length = f.k.size(2);
     if (a.length == 0) continue;
-    // Token rows contiguous and (b, h) rows evenly strided: read in place (a cache's text
-    // buffer is such a view); anything else is made contiguous first.
-    auto in_place = [&](const at::Tensor& t) {
-      return t.stride(3) == 1 && t.stride(2) == D && t.stride(0) == t.size(1) * t.stride(1) ? t : t.contiguous();
-    };
+    // Token rows contiguous: read in place whatever the batch and head strides (a cache's text
+    // buffer is a view of a longer one; a shared system prompt has batch stride 0); anything
+    // else is made contiguous first.
+    auto in_place = [&](const at::Tensor& t) { return t.stride(3) == 1 && t.stride(2) == D ? t : t.contiguous(); };
     keep.push_back(in_place(f.k));
     a.k = keep.back().data_ptr();
     a.k_head_stride = keep.back().stride(1);
+    a.k_batch_stride = keep.back().stride(0);
     keep.push_back(in_place(f.v));
     a.v = keep.back().data_ptr();
     a.v_head_stride = keep.back().stride(1);
+    a.v_batch_stride = keep.back().stride(0);
     if (f.mask.defined()) {
       keep.push_back(f.mask.contiguous());
       a.mask = keep.back().data_ptr<float>();

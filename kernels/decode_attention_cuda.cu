@@ -361,13 +361,15 @@ __global__ void __launch_bounds__(kFullThreads) full_segment_kernel(DecodeShape 
   const QRow q = q_row(s, static_cast<int64_t>(bh) * G * D);
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) qs[i] = q[i];
   __syncthreads();
-  const T* K = static_cast<const T*>(a.k) + static_cast<int64_t>(bh) * a.k_head_stride;
-  const T* V = static_cast<const T*>(a.v) + static_cast<int64_t>(bh) * a.v_head_stride;
-  const LaneRow r = lane_row<T>(D, a.k, a.v, (a.v_head_stride * sizeof(T)) % 16 == 0);
+  const int h = bh - b * s.kv_heads;
+  const T* K = static_cast<const T*>(a.k) + b * a.k_batch_stride + h * a.k_head_stride;
+  const T* V = static_cast<const T*>(a.v) + b * a.v_batch_stride + h * a.v_head_stride;
+  const LaneRow r =
+      lane_row<T>(D, a.k, a.v, (a.v_head_stride * sizeof(T)) % 16 == 0 && (a.v_batch_stride * sizeof(T)) % 16 == 0);
 
   // Scores: one thread per key (no cross-lane reduction), eight elements per load.
   const bool vec8 = D % 8 == 0 && reinterpret_cast<uintptr_t>(a.k) % 16 == 0 && (D * sizeof(T)) % 16 == 0 &&
-                    (a.k_head_stride * sizeof(T)) % 16 == 0;
+                    (a.k_head_stride * sizeof(T)) % 16 == 0 && (a.k_batch_stride * sizeof(T)) % 16 == 0;
   // GQA with 16-bit keys and D <= 128: the whole row is loaded before any arithmetic (16
   // loads in flight per thread rather than one), as the kernel is bound by bytes in flight
   // there (measured: 2.0 -> 1.87 ms at B = 125, G = 4, 3.5k tokens). Without GQA the extra
@@ -632,8 +634,9 @@ __global__ void __launch_bounds__(kFlashThreads) full_segment_flash_kernel(Decod
       if (j < f.count && t >= f.first_tile[j]) {
         const FullSegmentArgs& a = f.seg[j];
         const int n = (t - f.first_tile[j]) * kFlashTile;
-        r.k = static_cast<const T*>(a.k) + static_cast<int64_t>(bh) * a.k_head_stride + static_cast<int64_t>(n) * D;
-        r.v = static_cast<const T*>(a.v) + static_cast<int64_t>(bh) * a.v_head_stride + static_cast<int64_t>(n) * D;
+        const int h = bh - b * s.kv_heads;
+        r.k = static_cast<const T*>(a.k) + b * a.k_batch_stride + h * a.k_head_stride + static_cast<int64_t>(n) * D;
+        r.v = static_cast<const T*>(a.v) + b * a.v_batch_stride + h * a.v_head_stride + static_cast<int64_t>(n) * D;
         r.mask = a.mask ? a.mask + static_cast<int64_t>(b) * a.length + n : nullptr;
         r.rows = valid[j] - n;
       }
@@ -2088,6 +2091,7 @@ bool full_segments_flash(const DecodeShape& s, const FullSegmentArgs* a, int cou
     // cp.async moves 16-byte chunks: rows and (b, h) strides 16-byte aligned.
     if (reinterpret_cast<uintptr_t>(x.k) % 16 != 0 || reinterpret_cast<uintptr_t>(x.v) % 16 != 0) return false;
     if ((x.k_head_stride * 2) % 16 != 0 || (x.v_head_stride * 2) % 16 != 0) return false;
+    if ((x.k_batch_stride * 2) % 16 != 0 || (x.v_batch_stride * 2) % 16 != 0) return false;
     if (x.length > (int64_t{1} << 30)) return false;
   }
   return true;

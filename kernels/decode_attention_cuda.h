@@ -23,9 +23,12 @@ struct DecodeShape {
 };
 
 struct FullSegmentArgs {
-  const void* k = nullptr;    // [B, H, L, D] of `type`: token rows of D contiguous,
-  const void* v = nullptr;    // (b, h) rows `head_stride` elements apart (L * D when contiguous)
+  const void* k = nullptr;    // [B, H, L, D] of `type`: token rows of D contiguous, the (b, h)
+  const void* v = nullptr;    // rows at b * batch_stride + h * head_stride elements (H L D and
+                              // L D when contiguous; batch_stride 0: one copy for the whole
+                              // batch, e.g. a system prompt's KV that every sequence shares)
   int64_t k_head_stride = 0, v_head_stride = 0;
+  int64_t k_batch_stride = 0, v_batch_stride = 0;
   const float* mask = nullptr;  // [B, L] or null
   KVType type = KVType::F32;
   int64_t length = 0;             // tokens in the buffers (splits are cut from it)

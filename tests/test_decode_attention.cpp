@@ -26,6 +26,7 @@ struct Case {
   at::ScalarType dtype;
   int64_t splits;
   double value_gain = 1.0;  // the visual values' magnitude (their per-token scales grow with it)
+  bool shared_system = false;  // the system segment one copy for the batch (batch stride 0)
   std::string str() const {
     return "B=" + std::to_string(batch) + " H=" + std::to_string(kv_heads) + " G=" + std::to_string(groups) +
            " D=" + std::to_string(head_dim) + " sys=" + std::to_string(system) + " vis=" + std::to_string(visual) +
@@ -33,7 +34,7 @@ struct Case {
            " k=" + (key_axis == ScaleAxis::Channel ? "channel" : "token") +
            " v=" + (value_axis == ScaleAxis::Channel ? "channel" : "token") + " calib=" + std::to_string(calibrate) +
            " mask=" + std::to_string(mask) + " dtype=" + std::string(c10::toString(dtype)) + " splits=" + std::to_string(splits) +
-           " value_gain=" + std::to_string(value_gain);
+           " value_gain=" + std::to_string(value_gain) + " shared_system=" + std::to_string(shared_system);
   }
 };
 
@@ -64,9 +65,14 @@ Built build(const Case& c) {
   const int64_t hq = c.kv_heads * c.groups;
   in.q = at::randn({c.batch, hq, c.head_dim}).to(c.dtype);
   in.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
-  for (int64_t len : {c.system, c.text}) {
+  for (int seg = 0; seg < 2; ++seg) {  // system, text
+    const int64_t len = seg == 0 ? c.system : c.text;
     kernels::FullKV f{random_kv(c.batch, c.kv_heads, len, c.head_dim, true).to(c.dtype),
                       random_kv(c.batch, c.kv_heads, len, c.head_dim, false).to(c.dtype), {}, {}};
+    if (c.shared_system && seg == 0) {  // row 0 of the system segment for every sequence
+      f.k = f.k.narrow(0, 0, 1).expand(f.k.sizes());
+      f.v = f.v.narrow(0, 0, 1).expand(f.v.sizes());
+    }
     if (c.mask && len > 1) {  // the first tokens of each sequence but the last padded away
       f.mask = at::zeros({c.batch, len});
       for (int64_t b = 0; b + 1 < c.batch; ++b) f.mask[b].narrow(0, 0, std::min<int64_t>(len - 1, b + 1)).fill_(-INFINITY);
@@ -127,9 +133,13 @@ at::Tensor expected_attention(const DecodeAttentionInputs& in) {
 
 DecodeAttentionInputs to_device(DecodeAttentionInputs in, at::Device dev) {
   in.q = in.q.to(dev);
+  // A segment shared over the batch stays one copy there (`to` would materialize the rows).
+  auto move = [&](const at::Tensor& t) {
+    return t.size(0) > 1 && t.stride(0) == 0 ? t.narrow(0, 0, 1).to(dev).expand(t.sizes()) : t.to(dev);
+  };
   for (auto& f : in.full) {
-    f.k = f.k.to(dev);
-    f.v = f.v.to(dev);
+    f.k = move(f.k);
+    f.v = move(f.v);
     if (f.mask.defined()) f.mask = f.mask.to(dev);
   }
   for (kernels::PackedKV* p : {&in.key, &in.value})
@@ -169,6 +179,12 @@ TEST_P(DecodeAttention, MatchesAttentionOnTheDequantizedCache) {
       // groups of 2 at head_dim 128 over two splits.
       {1, 2, 3, 32, 2, 700, 3, 1, ScaleAxis::Channel, ScaleAxis::Token, true, false, at::kHalf, 0},
       {2, 1, 2, 128, 0, 520, 4, 1, ScaleAxis::Token, ScaleAxis::Channel, false, true, at::kBFloat16, 2},
+      // The system segment one copy for the whole batch (a shared system prompt): batch stride 0
+      // in the 16-bit kernels, bf16 on the tensor-core kernel, fp32 on the CUDA-core one, with
+      // and without a padding mask.
+      {3, 2, 4, 128, 41, 300, 9, 1, ScaleAxis::Channel, ScaleAxis::Channel, true, false, at::kBFloat16, 0, 1.0, true},
+      {40, 8, 4, 128, 41, 64, 30, 1, ScaleAxis::Channel, ScaleAxis::Channel, true, false, at::kHalf, 0, 1.0, true},
+      {3, 2, 2, 64, 7, 37, 5, 1, ScaleAxis::Token, ScaleAxis::Channel, false, true, at::kFloat, 0, 1.0, true},
   };
   for (int i = 0; i < 28; ++i) {
     Case c;

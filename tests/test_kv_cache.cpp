@@ -155,6 +155,43 @@ TEST(KVCache, WithoutQuantizersItIsPlainAttention) {
   EXPECT_EQ(cache.bytes().total(), 2 * static_cast<int64_t>(p.k.nbytes()));
 }
 
+// share_system: the system segment held once for the batch (every sequence's system tokens
+// the same). The same attention as a cache holding every row, a third of the system bytes for
+// three sequences; joined micro-batches stay one copy when all are shared, else copies.
+TEST(KVCache, ASharedSystemPromptIsHeldOnce) {
+  Prefill p = make_prefill(6, 3);
+  for (at::Tensor* t : {&p.k, &p.v}) t->narrow(2, 0, p.sys).copy_(t->narrow(0, 0, 1).narrow(2, 0, p.sys).expand({3, -1, -1, -1}));
+  LayerKVCache shared(config("calibquant:bits=1", "calibquant:bits=1")), own(config("calibquant:bits=1", "calibquant:bits=1"));
+  shared.prefill(p.k, p.v, p.sys, p.vis, {}, true);
+  own.prefill(p.k, p.v, p.sys, p.vis);
+  const int64_t system_bytes = 2 * 2 * p.sys * 16 * 4;  // one sequence's K and V, float32
+  EXPECT_EQ(shared.bytes().system, system_bytes);
+  EXPECT_EQ(own.bytes().system, 3 * system_bytes);
+  EXPECT_TRUE(at::equal(shared.keys(), own.keys()));
+  EXPECT_TRUE(at::equal(shared.values(), own.values()));
+  at::Tensor q = at::randn({3, 4, 1, 16});
+  EXPECT_LT((shared.attend(q, 0.25) - own.attend(q, 0.25)).abs().max().item<double>(), 1e-6);
+  // Decode appends stay per sequence.
+  at::Tensor k1 = at::randn({3, 2, 1, 16}), v1 = at::randn({3, 2, 1, 16});
+  shared.append(k1, v1);
+  own.append(k1, v1);
+  EXPECT_LT((shared.attend(q, 0.25) - own.attend(q, 0.25)).abs().max().item<double>(), 1e-6);
+  EXPECT_EQ(shared.bytes().system, system_bytes);
+
+  LayerKVCache a(config("calibquant:bits=1", "calibquant:bits=1")), b(config("calibquant:bits=1", "calibquant:bits=1"));
+  a.prefill(p.k, p.v, p.sys, p.vis, {}, true);
+  b.prefill(p.k.narrow(0, 0, 1), p.v.narrow(0, 0, 1), p.sys, p.vis, {}, true);
+  LayerKVCache joined = LayerKVCache::concat_batch({&a, &b});
+  EXPECT_EQ(joined.batch(), 4);
+  EXPECT_EQ(joined.bytes().system, system_bytes);
+  EXPECT_TRUE(at::equal(joined.keys().narrow(0, 0, 3), own.keys().narrow(2, 0, own.length() - 1)));
+  LayerKVCache c(config("calibquant:bits=1", "calibquant:bits=1"));
+  c.prefill(p.k.narrow(0, 0, 1), p.v.narrow(0, 0, 1), p.sys, p.vis);  // not shared
+  LayerKVCache mixed = LayerKVCache::concat_batch({&a, &c});
+  EXPECT_EQ(mixed.bytes().system, 4 * system_bytes);
+  EXPECT_TRUE(at::equal(mixed.keys().narrow(0, 0, 3), joined.keys().narrow(0, 0, 3)));
+}
+
 TEST(KVCache, QuantizingAllSegmentsAndTrueBytes) {
   Prefill p = make_prefill(5);
   p.k = p.k.to(at::kHalf);

@@ -14,6 +14,14 @@
 
 namespace calibq {
 
+namespace {
+// Bytes a full-precision block holds: one row when it is shared over the batch (stride 0).
+int64_t held_bytes(const at::Tensor& x) {
+  const bool shared = x.defined() && x.dim() == 4 && x.size(0) > 1 && x.stride(0) == 0;
+  return shared ? static_cast<int64_t>(x.nbytes()) / x.size(0) : static_cast<int64_t>(x.nbytes());
+}
+}  // namespace
+
 const char* segment_name(Segment s) {
   switch (s) {
     case Segment::System: return "system";
@@ -61,7 +69,7 @@ LayerKVCache::LayerKVCache(KVCacheConfig config) : config_(std::move(config)) {
 }
 
 void LayerKVCache::prefill(const at::Tensor& k, const at::Tensor& v, int64_t system_len, int64_t visual_len,
-                           const at::Tensor& visual_importance) {
+                           const at::Tensor& visual_importance, bool share_system) {
   check_kv_tensor(k, "KV cache prefill (keys)");
   check_kv_tensor(v, "KV cache prefill (values)");
   if (k.sizes() != v.sizes())
@@ -99,6 +107,10 @@ void LayerKVCache::prefill(const at::Tensor& k, const at::Tensor& v, int64_t sys
         if (b.kernel_v && b.kernel_v->bits == 1 && k.is_cuda() && head_dim_ % 32 == 0)
           b.kernel_v->token_words = kernels::token_words(b.kernel_v->packed, len);
       }
+    } else if (segment == Segment::System && share_system) {
+      b.shared = true;
+      b.k = ks.narrow(0, 0, 1).contiguous().expand(ks.sizes());
+      b.v = vs.narrow(0, 0, 1).contiguous().expand(vs.sizes());
     } else {
       b.k = ks.contiguous();
       b.v = vs.contiguous();
@@ -215,11 +227,21 @@ LayerKVCache LayerKVCache::concat_batch(const std::vector<const LayerKVCache*>& 
     b.segment = f.segment;
     b.begin = f.begin;
     b.length = f.length;
+    // Shared in every part (the same system tokens throughout): one copy for the joined batch.
+    bool shared = true;
+    for (const LayerKVCache* p : parts) shared = shared && p->blocks_[i].shared;
     auto join_full = [&](at::Tensor Block::*member) {
       std::vector<at::Tensor> xs;
       for (const LayerKVCache* p : parts) xs.push_back(p->blocks_[i].*member);
-      return xs.front().defined() ? at::cat(xs, 0) : at::Tensor();
+      if (!xs.front().defined()) return at::Tensor();
+      if (shared) {
+        std::vector<int64_t> sizes = xs.front().sizes().vec();
+        sizes[0] = out.batch_;
+        return xs.front().narrow(0, 0, 1).expand(sizes);
+      }
+      return at::cat(xs, 0);
     };
+    b.shared = shared;
     auto join_quantized = [&](std::unique_ptr<QuantizedTensor> Block::*member) -> std::unique_ptr<QuantizedTensor> {
       if (!(f.*member)) return nullptr;
       std::vector<const QuantizedTensor*> more;
@@ -342,8 +364,7 @@ bool LayerKVCache::needs_visual_importance() const {
 SegmentBytes LayerKVCache::bytes() const {
   SegmentBytes out;
   for (const Block& b : blocks_) {
-    int64_t n = (b.qk ? b.qk->nbytes() : static_cast<int64_t>(b.k.nbytes())) +
-                (b.qv ? b.qv->nbytes() : static_cast<int64_t>(b.v.nbytes()));
+    int64_t n = (b.qk ? b.qk->nbytes() : held_bytes(b.k)) + (b.qv ? b.qv->nbytes() : held_bytes(b.v));
     // The CUDA kernel's token-major copy of 1-bit values is storage too.
     if (b.kernel_v && b.kernel_v->token_words.defined()) n += static_cast<int64_t>(b.kernel_v->token_words.nbytes());
     switch (b.segment) {

@@ -65,8 +65,13 @@ class LayerKVCache {
   // k, v: [B, H, N, D] after prefill (keys after RoPE), N = system_len + visual_len + text.
   // visual_importance: [B, H, visual_len], the prefill attention each visual token
   // received (for token_drop select=attention); may be undefined.
+  // share_system: the caller says that every sequence's system tokens are the same tokens (the
+  // same for every cache this one will be joined with): the system segment is then held once,
+  // row 0's keys and values expanded over the batch (batch stride 0), so the cache holds 1/B
+  // of its bytes and the decode kernel reads one copy for every sequence. Other rows' own
+  // values are dropped: they equal row 0's up to the last bits of the batch's arithmetic.
   void prefill(const at::Tensor& k, const at::Tensor& v, int64_t system_len, int64_t visual_len,
-               const at::Tensor& visual_importance = {});
+               const at::Tensor& visual_importance = {}, bool share_system = false);
   // k, v: [B, H, T, D] of T new tokens, kept in full precision as text.
   void append(const at::Tensor& k, const at::Tensor& v);
   // Room for `tokens` more appended tokens, allocated now: decoding then never regrows the
@@ -126,6 +131,7 @@ class LayerKVCache {
     // `length` tokens, and the capacity doubles when full, so a decode step copies only its
     // own tokens (a concatenation would copy the whole block every step).
     at::Tensor k_store, v_store;
+    bool shared = false;                   // one row for the whole batch (share_system)
     std::unique_ptr<QuantizedTensor> qk, qv;
     // The decode kernel's view of qk/qv (visual block, post-scaled formats), made once at
     // prefill: on CUDA it includes 1-bit values as token-major words.

@@ -293,7 +293,7 @@ bool LlamaDecoder::spans_devices() const {
 
 at::Tensor LlamaDecoder::prefill(const at::Tensor& embeds, const at::Tensor& positions, const at::Tensor& mask_on_first,
                                  std::vector<LayerKVCache>& caches, int64_t system_len, int64_t visual_len,
-                                 const PrefillObserver& observe) const {
+                                 const PrefillObserver& observe, bool share_system) const {
   if (caches.size() != w_.layers.size()) fail("LLaMA decoder: {} caches for {} layers", caches.size(), w_.layers.size());
   const int64_t groups = config_.num_attention_heads / config_.num_key_value_heads;
   const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
@@ -307,7 +307,7 @@ at::Tensor LlamaDecoder::prefill(const at::Tensor& embeds, const at::Tensor& pos
     const bool importance_needed = visual_len > 0 && caches[i].needs_visual_importance();
     if (!importance_needed) {
       // Fused attention where nothing needs the probabilities (CUDA; explicit on the CPU).
-      caches[i].prefill(k, v, system_len, visual_len);
+      caches[i].prefill(k, v, system_len, visual_len, {}, share_system);
       return full_attention(q, kr, vr, scale, mask, true, true);
     }
     const int64_t t = q.size(2);
@@ -325,7 +325,7 @@ at::Tensor LlamaDecoder::prefill(const at::Tensor& embeds, const at::Tensor& pos
       importance = pf.narrow(-1, system_len, visual_len).sum(2).div(static_cast<double>(t))
                        .view({b, kvh, groups, visual_len}).mean(2);
     }
-    caches[i].prefill(k, v, system_len, visual_len, importance);
+    caches[i].prefill(k, v, system_len, visual_len, importance, share_system);
     return at::matmul(p, vr);
   });
 }

@@ -66,10 +66,11 @@ class LlamaDecoder {
   // plain causal attention (no padding: CUDA then takes the flash kernel). Fills `caches`
   // (one per layer, already configured) with each layer's keys after RoPE and values, the
   // first system_len tokens as the system segment and the next visual_len as visual.
-  // `observe`, when given, sees every layer's q, k, v.
+  // `observe`, when given, sees every layer's q, k, v. share_system: every sequence's system
+  // tokens are the same (LayerKVCache::prefill holds them once).
   at::Tensor prefill(const at::Tensor& embeds, const at::Tensor& positions, const at::Tensor& mask,
                      std::vector<LayerKVCache>& caches, int64_t system_len, int64_t visual_len,
-                     const PrefillObserver& observe = {}) const;
+                     const PrefillObserver& observe = {}, bool share_system = false) const;
   // One decode step: embeds [B, 1, H] at positions [B, 1]; attends over the caches.
   at::Tensor decode(const at::Tensor& embeds, const at::Tensor& positions, std::vector<LayerKVCache>& caches,
                     const at::Tensor& mask = {}) const;

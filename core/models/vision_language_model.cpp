@@ -228,6 +228,9 @@ GenerationResult VisionLanguageModel::generate_parts(int64_t b, const InputsOf& 
   std::vector<int64_t> part_of;  // micro-batch index -> the prefilled part standing for it
   std::vector<at::Tensor> lasts, masks, nexts;
   int64_t sys = -1, vis = -1, t = -1;
+  // The first sample's system tokens: micro-batches whose samples all have the same (and no
+  // padding there) hold their system segment once, and join into one copy for the batch.
+  at::Tensor system_ids;
   for (int64_t begin = 0; begin < b; begin += micro) {
     const int64_t end = std::min(b, begin + micro);
     if (gen.reuse_first_prefill && begin > 0 && end - begin == micro) {
@@ -255,7 +258,15 @@ GenerationResult VisionLanguageModel::generate_parts(int64_t b, const InputsOf& 
     sys = s, vis = v, t = embeds.size(1);
     const at::Tensor mask = mask_of(in);
     const RopePositions pos = rope_positions(in, mask, true);
-    at::Tensor hidden = decoder_->prefill(embeds, pos.positions, prefill_mask(in, embeds), caches, sys, vis);
+    bool share_system = false;
+    if (sys > 0) {
+      const at::Tensor ids = in.input_ids.narrow(1, 0, sys);
+      if (!system_ids.defined()) system_ids = ids.narrow(0, 0, 1).clone();
+      share_system = (ids == system_ids.to(ids.device())).all().item<bool>() &&
+                     (mask.narrow(1, 0, sys) != 0).all().item<bool>();
+    }
+    at::Tensor hidden =
+        decoder_->prefill(embeds, pos.positions, prefill_mask(in, embeds), caches, sys, vis, {}, share_system);
     lasts.push_back(decoder_->logits(hidden.narrow(1, t - 1, 1)).squeeze(1));
     masks.push_back(mask);
     nexts.push_back(pos.next);

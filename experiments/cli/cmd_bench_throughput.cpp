@@ -254,12 +254,14 @@ class ThroughputBench {
 
   // Bytes per sequence of the KV cache from the format's arithmetic: 16 bits per element
   // for the full-precision parts, and for a quantized visual segment b bits per element plus
-  // a float32 scale and zero-point per channel of K and of V.
-  double arithmetic_kv_bytes(const std::string& spec, int64_t tokens_after_prefill) const {
+  // a float32 scale and zero-point per channel of K and of V. Every sample has the same system
+  // tokens, so the cache holds them once for the batch.
+  double arithmetic_kv_bytes(const std::string& spec, int64_t tokens_after_prefill, int64_t batch) const {
     const TextConfig& t = config_.text;
     const double per_token_16 = 2.0 * 2 * t.num_key_value_heads * t.head_dim * t.num_hidden_layers;
     const KVCacheConfig kv = kv_config(spec);
-    const double full_tokens = tokens_after_prefill - (kv.key ? image_tokens_ : 0);
+    const double system = static_cast<double>(o_.system_tokens);
+    const double full_tokens = tokens_after_prefill - (kv.key ? image_tokens_ : 0) - system + system / batch;
     double bytes = full_tokens * per_token_16;
     if (kv.key) {
       const double bits = kv.key->nominal_bits();
@@ -306,8 +308,8 @@ class ThroughputBench {
     row["peak_gib"] = peak / kGiB;
     row["peak_reserved_gib"] = reserved / kGiB;
     row["kv_bytes_per_seq_measured"] = static_cast<double>(r.kv_bytes.total()) / batch;
-    row["kv_bytes_per_seq_arithmetic"] = arithmetic_kv_bytes(spec, seq_len_);
-    row["kv_bytes_per_seq_final_arithmetic"] = arithmetic_kv_bytes(spec, seq_len_ + o_.new_tokens);
+    row["kv_bytes_per_seq_arithmetic"] = arithmetic_kv_bytes(spec, seq_len_, batch);
+    row["kv_bytes_per_seq_final_arithmetic"] = arithmetic_kv_bytes(spec, seq_len_ + o_.new_tokens, batch);
     row["kv_visual_bytes_per_seq_measured"] = static_cast<double>(r.kv_bytes.visual) / batch;
     return row;
   }
