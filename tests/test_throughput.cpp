@@ -2,6 +2,7 @@
 // micro-batched prefill whose caches join for one decode, the cache's reserve, and the
 // `bench throughput` command itself (on the CPU with a tiny architecture).
 #include <ATen/ATen.h>
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -168,7 +169,7 @@ TEST(BenchThroughput, TinyArchitectureOnTheCpu) {
   test::write_bytes(dir.file("peer.json"), peer.dump());
   auto r = test::run_calibq("bench throughput --arch tiny-internvl --random-weights --device cpu --dtype bf16 --batch 1,3 "
                             "--micro-batch 2 --image-tokens 8 --system-tokens 3 --prompt-tokens 4 --new-tokens 3 "
-                            "--kv none --kv calibquant:bits=1 --json " + dir.file("t.json") + " --md " + dir.file("t.md") +
+                            "--kv none --kv calibquant:bits=1 --repeats 3 --json " + dir.file("t.json") + " --md " + dir.file("t.md") +
                             " --plots " + dir.path().string() + " --transformers " + dir.file("peer.json"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("[4/4]"), std::string::npos) << r.err;  // progress per configuration
@@ -180,6 +181,11 @@ TEST(BenchThroughput, TinyArchitectureOnTheCpu) {
     EXPECT_GT(row["decode_tok_s"].get<double>(), 0);
     EXPECT_EQ(row["prefill_parts_run"], row["batch"] == 3 ? 2 : 1);
     EXPECT_FALSE(row["cuda_graph"].get<bool>());  // the CPU steps eagerly
+    // Three runs each, reported as the median one.
+    ASSERT_EQ(row["decode_ms_per_step_runs"].size(), 3u) << row.dump();
+    std::vector<double> ms = row["decode_ms_per_step_runs"].get<std::vector<double>>();
+    std::sort(ms.begin(), ms.end());
+    EXPECT_EQ(row["decode_ms_per_step"].get<double>(), ms[1]) << row.dump();
     // On the CPU (no kernel copies) the cache holds exactly what the format's arithmetic says.
     EXPECT_DOUBLE_EQ(row["kv_bytes_per_seq_measured"].get<double>(), row["kv_bytes_per_seq_arithmetic"].get<double>())
         << row.dump();
@@ -203,6 +209,9 @@ TEST(BenchThroughput, TinyArchitectureOnTheCpu) {
   r = test::run_calibq("bench throughput --arch tiny-llava --random-weights --device cpu --batch 0");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--batch: '0'"), std::string::npos) << r.err;
+  r = test::run_calibq("bench throughput --arch tiny-llava --random-weights --device cpu --repeats 0");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--repeats must be at least 1, got 0"), std::string::npos) << r.err;
   r = test::run_calibq("bench throughput --arch nope --random-weights --device cpu");
   EXPECT_NE(r.err.find("unknown architecture 'nope'"), std::string::npos) << r.err;
   if (!kernels::cuda_available()) {
