@@ -15,7 +15,14 @@
 namespace calibq {
 
 namespace {
+// Row 0 of x [B, ...] held once and expanded over `batch` rows (batch stride 0).
+at::Tensor held_once(const at::Tensor& x, int64_t batch) {
+  std::vector<int64_t> sizes = x.sizes().vec();
+  sizes[0] = batch;
+  return x.narrow(0, 0, 1).contiguous().expand(sizes);
+}
 // Bytes a full-precision block holds: one row when it is shared over the batch (stride 0).
+// Read from the storage, not from Block::shared, so that bytes() measures what is held.
 int64_t held_bytes(const at::Tensor& x) {
   const bool shared = x.defined() && x.dim() == 4 && x.size(0) > 1 && x.stride(0) == 0;
   return shared ? static_cast<int64_t>(x.nbytes()) / x.size(0) : static_cast<int64_t>(x.nbytes());
@@ -109,8 +116,8 @@ void LayerKVCache::prefill(const at::Tensor& k, const at::Tensor& v, int64_t sys
       }
     } else if (segment == Segment::System && share_system) {
       b.shared = true;
-      b.k = ks.narrow(0, 0, 1).contiguous().expand(ks.sizes());
-      b.v = vs.narrow(0, 0, 1).contiguous().expand(vs.sizes());
+      b.k = held_once(ks, ks.size(0));
+      b.v = held_once(vs, vs.size(0));
     } else {
       b.k = ks.contiguous();
       b.v = vs.contiguous();
@@ -234,12 +241,7 @@ LayerKVCache LayerKVCache::concat_batch(const std::vector<const LayerKVCache*>& 
       std::vector<at::Tensor> xs;
       for (const LayerKVCache* p : parts) xs.push_back(p->blocks_[i].*member);
       if (!xs.front().defined()) return at::Tensor();
-      if (shared) {
-        std::vector<int64_t> sizes = xs.front().sizes().vec();
-        sizes[0] = out.batch_;
-        return xs.front().narrow(0, 0, 1).expand(sizes);
-      }
-      return at::cat(xs, 0);
+      return shared ? held_once(xs.front(), out.batch_) : at::cat(xs, 0);
     };
     b.shared = shared;
     auto join_quantized = [&](std::unique_ptr<QuantizedTensor> Block::*member) -> std::unique_ptr<QuantizedTensor> {
